@@ -1,14 +1,84 @@
 """ouroboros_jax: the polynomial Ouroboros neural ODE of birdsong in JAX/Flax."""
 
+from ouroboros_jax.curriculum import HORIZON_SCHEDULES, distinct_horizons, horizon_for_epoch, warmup_weights
+from ouroboros_jax.data import (
+    Category,
+    DataConfig,
+    TrainingData,
+    example_data_dir,
+    find_syllables,
+    load_training_data,
+)
 from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.evaluation import autonomous_outputs, autonomy_score, correct, generate, rank_seeds
+from ouroboros_jax.losses import (
+    LossWeights,
+    acceleration_anchor_loss,
+    envelope_l1_loss,
+    envelope_log_loss,
+    mrstft_loss,
+    stft_magnitude,
+    teacher_acceleration_variance,
+)
 from ouroboros_jax.model.lowpass import gaussian_lowpass
+from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.training.step import (
+    Batch,
+    StepConfig,
+    StepMetrics,
+    TrainState,
+    init_train_state,
+    make_optimizer,
+    model_graphdef,
+    train_step,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HORIZON_SCHEDULES",
+    "Batch",
+    "Category",
+    "DataConfig",
+    "Drives",
     "InputError",
+    "LossWeights",
+    "ModelConfig",
+    "Ouroboros",
+    "RolloutConfig",
+    "StepConfig",
+    "StepMetrics",
+    "TrainState",
+    "TrainingData",
+    "acceleration_anchor_loss",
+    "autonomous_outputs",
+    "autonomy_score",
+    "correct",
+    "distinct_horizons",
+    "envelope_l1_loss",
+    "envelope_log_loss",
+    "example_data_dir",
+    "find_syllables",
     "first_derivative",
     "gaussian_lowpass",
+    "generate",
+    "horizon_for_epoch",
+    "init_train_state",
+    "initial_state",
+    "load_reference_params",
+    "load_training_data",
+    "make_optimizer",
+    "model_graphdef",
+    "mrstft_loss",
+    "rank_seeds",
+    "rollout",
     "second_derivative",
+    "stft_magnitude",
+    "teacher_acceleration",
+    "teacher_acceleration_variance",
+    "train_step",
+    "warmup_weights",
 ]

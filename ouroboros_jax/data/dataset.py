@@ -1,0 +1,174 @@
+"""From a data directory to everything training needs (SPEC f.3-f.4, DESIGN decision 6).
+
+`load_training_data` lists the recordings, holds out whole files for validation and test, draws
+the edge-biased windows from the training files (all of them train: no window-level holdout),
+adds their derivative features, and cuts the cold-start vocalisations of the held-out files.
+"""
+
+import dataclasses
+
+import numpy as np
+from absl import logging
+
+from ouroboros_jax.data.audio import list_audio_files
+from ouroboros_jax.data.example_data import resolve_data_dir
+from ouroboros_jax.data.recordings import load_recordings
+from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
+from ouroboros_jax.data.splits import FileSplit, file_level_split
+from ouroboros_jax.data.vocalisations import cold_start_vocalisations
+from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.errors import InputError
+
+# Samples spanned by the 9-point derivative stencils (SPEC a.1).
+_STENCIL_WIDTH = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Data settings; each field is the training CLI flag of the same name (SPEC i defaults).
+
+    `data_dir` may be "@example" for the bundled data; `ratio` may be given as "0.4,0.4,0.2";
+    `channel` picks one channel of multi-channel files (None: files must be mono).
+    """
+
+    data_dir: str
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    n_val_vocs: int = 8
+    n_test_vocs: int = 8
+    silence_pad_samples: int = 2000
+    context_len: float = 0.05
+    edge_ms: float = 10.0
+    silence_prefix_ms: float = 25.0
+    silence_suffix_ms: float = 25.0
+    ratio: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    max_segs: int = 6000
+    seed: int = 1234
+    channel: int | None = None
+
+    def __post_init__(self):
+        # Validates (and normalises `ratio`) through the sampler's own checks.
+        object.__setattr__(self, "ratio", self.sampler.ratio)
+        for name in ("val_frac", "test_frac"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InputError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
+        for name in ("n_val_vocs", "n_test_vocs", "silence_pad_samples"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name}={getattr(self, name)}: must not be negative")
+        if self.channel is not None and self.channel < 0:
+            raise InputError(f"--channel={self.channel}: must not be negative")
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(
+            context_len=self.context_len,
+            edge_ms=self.edge_ms,
+            silence_prefix_ms=self.silence_prefix_ms,
+            silence_suffix_ms=self.silence_suffix_ms,
+            ratio=self.ratio,
+            max_segs=self.max_segs,
+            seed=self.seed,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Training windows, their features and labels, the file split and the held-out vocalisations.
+
+    Attributes:
+      x: (N, L) float32 training windows (L = round(context_len * sample_rate)).
+      dxdt: (N, L) float32 first derivative per sample of each window (SPEC a.1).
+      d2x: (N, L) float32 second derivative per sample squared of each window.
+      categories: (N,) int32, `Category` ONSET = 0, OFFSET = 1, MID = 2.
+      pool_sizes: (3,) int64 distinct ONSET, OFFSET, MID windows the training files offered.
+      sample_rate: in Hz, shared by all files.
+      files: the file-level split.
+      val_vocalisations: (n_val, Lv) float32 cold-start vocalisations of the validation files.
+      test_vocalisations: (n_test, Lt) float32, the same for the test files.
+    """
+
+    x: np.ndarray
+    dxdt: np.ndarray
+    d2x: np.ndarray
+    categories: np.ndarray
+    pool_sizes: np.ndarray
+    sample_rate: int
+    files: FileSplit
+    val_vocalisations: np.ndarray
+    test_vocalisations: np.ndarray
+
+
+def segment_derivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window derivative features, each window differenced on its own as the reference does.
+
+    Args:
+      x: (N, L) windows.
+
+    Returns:
+      (dxdt, d2x): (N, L) float32 each, computed in float64 from x's values.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return first_derivative(x).astype(np.float32), second_derivative(x).astype(np.float32)
+
+
+def load_training_data(config: DataConfig) -> TrainingData:
+    """Reads a data directory and builds the training set and the held-out vocalisations.
+
+    Problems the reference skips silently are logged once each, with a count: empty annotation
+    files, and training recordings shorter than one window.
+
+    Raises:
+      InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
+        rates, too few files for the split, or no training window at all.
+    """
+    files = list_audio_files(resolve_data_dir(config.data_dir), "--data_dir")
+    split = file_level_split(files, config.val_frac, config.test_frac, config.seed)
+    by_path = {r.path: r for r in load_recordings(files, config.channel)}
+    train, val, test = ([by_path[p] for p in part] for part in (split.train, split.val, split.test))
+    sample_rate = train[0].sample_rate
+
+    empty = [r.path for r in by_path.values() if len(r.syllables) == 0]
+    if empty:
+        logging.warning(
+            "%d of %d annotation files are empty (no syllables), e.g. %s; those recordings give no windows "
+            "or vocalisations",
+            len(empty),
+            len(files),
+            empty[0].with_suffix(".txt"),
+        )
+    length = WindowSizes.at(config.sampler, sample_rate).length
+    if length < _STENCIL_WIDTH:
+        raise InputError(
+            f"--context_len={config.context_len}: {length} samples at {sample_rate} Hz; "
+            f"a window needs at least {_STENCIL_WIDTH} for the derivative features"
+        )
+    short = [r.path for r in train if len(r.audio) < length]
+    if short:
+        logging.warning(
+            "%d of %d training recordings are shorter than one window (--context_len=%g s, "
+            "%d samples), e.g. %s; they give no windows",
+            len(short),
+            len(train),
+            config.context_len,
+            length,
+            short[0],
+        )
+
+    segments = sample_segments(train, config.sampler)
+    if len(segments.x) == 0:
+        raise InputError(
+            f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "
+            f"{length} samples around any syllable; check the annotations or lower --context_len"
+        )
+    dxdt, d2x = segment_derivatives(segments.x)
+    return TrainingData(
+        x=segments.x,
+        dxdt=dxdt,
+        d2x=d2x,
+        categories=segments.categories,
+        pool_sizes=segments.pool_sizes,
+        sample_rate=sample_rate,
+        files=split,
+        val_vocalisations=cold_start_vocalisations(val, config.n_val_vocs, config.silence_pad_samples),
+        test_vocalisations=cold_start_vocalisations(test, config.n_test_vocs, config.silence_pad_samples),
+    )

@@ -1,0 +1,23 @@
+"""The bundled example data: real Bengalese finch song, segmented by our own segmenter.
+
+The files live in `ouroboros_jax/data/example/` and install with the package; NOTICE there
+credits their authors (Koumura & Okanoya 2016, CC BY 4.0). `scripts/make_example_data.py`
+regenerates them. On the command line, `--data_dir=@example` names this folder.
+"""
+
+import pathlib
+
+# The `--data_dir` value that names the bundled data, usable in flagfiles.
+EXAMPLE_DATA = "@example"
+
+
+def example_data_dir() -> pathlib.Path:
+    """The folder of the bundled example recordings and their annotations."""
+    return pathlib.Path(__file__).resolve().parent / "example"
+
+
+def resolve_data_dir(data_dir: str | pathlib.Path) -> pathlib.Path:
+    """`data_dir` as a path; the special value "@example" is the bundled example data."""
+    if str(data_dir) == EXAMPLE_DATA:
+        return example_data_dir()
+    return pathlib.Path(data_dir).expanduser()

@@ -1,0 +1,44 @@
+"""Held-out cold-start vocalisations for validation and test (SPEC f.4).
+
+A cold-start vocalisation is the first syllable of a held-out file with `silence_pad_samples`
+of the audio before its onset as lead-in, so that an autonomous rollout starts from
+near-silence, as it must when the model sings on its own.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ouroboros_jax.data.recordings import Recording
+
+
+def cold_start_vocalisations(
+    recordings: Sequence[Recording], n_vocs: int, silence_pad_samples: int
+) -> np.ndarray:
+    """The first syllable of each of the first `n_vocs` recordings, with a silent lead-in.
+
+    Each window is [max(0, on - silence_pad_samples), off) in samples, on/off the first (earliest)
+    syllable's rounded onset and offset; all windows are then cut to the shortest, so they stack.
+    Recordings without syllables are passed over (the reference would fail on them), so up to
+    `n_vocs` windows come from the first recordings that have syllables.
+
+    Args:
+      recordings: held-out recordings in split order.
+      n_vocs: how many vocalisations to take at most.
+      silence_pad_samples: lead-in before the onset, in samples.
+
+    Returns:
+      (n, L) float32 with n <= n_vocs; (0, 0) if there is none.
+    """
+    windows = []
+    for r in recordings:
+        if len(windows) == n_vocs:
+            break
+        if len(r.syllables) == 0:
+            continue
+        onset, offset = (int(round(t * r.sample_rate)) for t in r.syllables[0])
+        windows.append(r.audio[max(0, onset - silence_pad_samples) : offset])
+    if not windows:
+        return np.zeros((0, 0), dtype=np.float32)
+    length = min(len(w) for w in windows)
+    return np.stack([w[:length] for w in windows]).astype(np.float32)

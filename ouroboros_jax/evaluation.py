@@ -1,0 +1,272 @@
+"""Evaluation: autonomous integration, the autonomy score, deployed generation, seed ranking (SPEC g, h).
+
+The work is split where the data leave the device:
+
+- Device (JAX, pure, vmappable over a leading seed axis of stacked model states):
+  `autonomous_outputs` computes the drives on whole vocalisations and integrates them from the
+  data initial condition with the *training* integrator `dynamics.rollout` (classic RK4, held
+  drives, the same soft-tanh bounds; DESIGN decision 4), not the reference's spline-driven 3/8-rule
+  RK4 without bounds (B4).
+- Host (NumPy/SciPy, after the integration): `correct`, `segment_score`, `autonomy_score`,
+  `generate`'s detrend and rescale, and `rank_seeds`.
+
+Scoring takes the *raw* vocalisations and the *raw* autonomous outputs and detrends both with
+`correct`, as the reference's `autonomy_score` does to its target and its integrator does (with
+detrend=True) to its output. A bounded segment's score is floored at the divergence sentinel so
+that a bounded seed never ranks below a diverged one (DESIGN decision 12).
+"""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import scipy.signal
+from flax import nnx
+
+from ouroboros_jax.derivatives import first_derivative
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout
+from ouroboros_jax.model.ouroboros import Ouroboros
+
+DETREND_ORDER = 5
+DETREND_CUTOFF = 100.0
+"""`correct`'s low-pass corner in cycles per window (the filter is designed with fs = length)."""
+
+DIVERGED_STD = 1e-9
+"""An output whose detrended standard deviation is below this counts as diverged (collapsed)."""
+
+WELCH_MAX_NPERSEG = 1024
+_STD_EPS = 1e-12  # Guards of the reference's amplitude ratio and rescale.
+_LOG_PSD_EPS = 1e-20  # Floor of the log-PSD in spec_corr.
+_PITCH_EPS = 1e-9  # Guard of the peak-frequency ratio.
+_COMPONENTS = ("spec_corr", "amp_pen", "pitch_pen")
+
+
+def correct(signal: np.ndarray) -> np.ndarray:
+    """Removes the slow trend: the signal minus its zero-phase Butterworth low-pass (SPEC g.1).
+
+    Order-5 Butterworth in second-order sections, applied forward and backward by
+    `scipy.signal.sosfiltfilt` with its defaults (odd extension, padlen 18), designed with
+    fs = n and cutoff 100: a high-pass at 100 cycles per window, so its corner in Hz scales with
+    the window length (B17).
+
+    Args:
+      signal: (..., n) with n > 200, filtered along the last axis.
+
+    Returns:
+      (..., n) float64.
+
+    Raises:
+      ValueError: n <= 200 (the cutoff would not lie below the Nyquist frequency fs / 2 = n / 2).
+    """
+    signal = np.asarray(signal, dtype=np.float64)
+    n = signal.shape[-1]
+    if n <= 2 * DETREND_CUTOFF:
+        raise ValueError(f"correct needs more than {2 * DETREND_CUTOFF:.0f} samples, got {n}")
+    sos = scipy.signal.butter(DETREND_ORDER, DETREND_CUTOFF, fs=n, output="sos")
+    return signal - scipy.signal.sosfiltfilt(sos, signal, axis=-1)
+
+
+class SegmentScore(NamedTuple):
+    """The autonomy score of one segment and its parts.
+
+    Attributes:
+      score: spec_corr - w_amp * amp_pen - w_pitch * pitch_pen, floored at the divergence
+        sentinel; the sentinel itself for a diverged output.
+      bounded: False when the output diverged.
+      spec_corr, amp_pen, pitch_pen: the components; NaN when diverged.
+    """
+
+    score: float
+    bounded: bool
+    spec_corr: float
+    amp_pen: float
+    pitch_pen: float
+
+
+def _welch_psd(signal: np.ndarray, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD as the reference computes it. signal: (n,). Returns (freqs, psd), each (F,).
+
+    Hann window, nperseg = min(1024, n), 50 % overlap, one-sided density. The reference also
+    removes the global mean first; the per-segment constant detrend makes that a no-op.
+    """
+    nperseg = min(WELCH_MAX_NPERSEG, signal.shape[-1])
+    return scipy.signal.welch(signal, fs=sample_rate, window="hann", nperseg=nperseg, noverlap=nperseg // 2,
+                              detrend="constant", return_onesided=True, scaling="density")
+
+
+def _peak_frequency(freqs: np.ndarray, psd: np.ndarray) -> float:
+    """Frequency of the PSD maximum over the whole spectrum, DC excluded. freqs, psd: (F,)."""
+    return float(freqs[1:][np.argmax(psd[1:])])
+
+
+def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fmax: float = 8000.0,
+                  w_amp: float = 1.0, w_pitch: float = 1.0, diverge_score: float = -5.0,
+                  rescale: bool = False) -> SegmentScore:
+    """Scores one autonomous output against its vocalisation (SPEC g.3, DESIGN decision 12).
+
+    Both are detrended with `correct` first. The output has diverged if it is not finite or its
+    detrended standard deviation is below 1e-9. Otherwise (optionally after rescaling it to the
+    target's standard deviation) its spectral correlation, amplitude penalty and pitch penalty
+    are computed on Welch PSDs, and the score is floored at `diverge_score`.
+
+    Args:
+      target: (n,) raw vocalisation.
+      output: (n,) raw (un-detrended) autonomous output of the model on it.
+      sample_rate: Hz, the PSD's sampling frequency.
+      fmax: highest frequency of the spectral correlation, Hz.
+      w_amp, w_pitch: weights of the amplitude and pitch penalties.
+      diverge_score: the divergence sentinel.
+      rescale: scale the output to the target's standard deviation before scoring.
+
+    Returns:
+      The `SegmentScore`.
+    """
+    target, output = np.asarray(target), np.asarray(output)
+    if target.ndim != 1 or target.shape != output.shape:
+        raise ValueError(f"target and output must be 1-D of the same length, got {target.shape} and {output.shape}")
+    target = correct(target)
+    # A non-finite output is not detrended: filtering would only smear the non-finite values.
+    if np.all(np.isfinite(output)):
+        output = correct(output)
+        bounded = np.std(output) >= DIVERGED_STD
+    else:
+        bounded = False
+    if not bounded:
+        return SegmentScore(diverge_score, False, np.nan, np.nan, np.nan)
+    if rescale:
+        output = output * (np.std(target) / (np.std(output) + _STD_EPS))
+    freqs, psd_target = _welch_psd(target, sample_rate)
+    _, psd_output = _welch_psd(output, sample_rate)
+    in_band = freqs <= fmax
+    spec_corr = np.corrcoef(np.log(psd_target[in_band] + _LOG_PSD_EPS),
+                            np.log(psd_output[in_band] + _LOG_PSD_EPS))[0, 1]
+    amp_pen = np.abs(np.log((np.std(output) + _STD_EPS) / (np.std(target) + _STD_EPS)))
+    pitch_pen = np.abs(np.log((_peak_frequency(freqs, psd_output) + _PITCH_EPS)
+                              / (_peak_frequency(freqs, psd_target) + _PITCH_EPS)))
+    score = spec_corr - w_amp * amp_pen - w_pitch * pitch_pen
+    # np.maximum keeps a NaN score NaN (undefined correlation), so rank_seeds can rank it last.
+    return SegmentScore(float(np.maximum(score, diverge_score)), True, float(spec_corr), float(amp_pen),
+                        float(pitch_pen))
+
+
+def _nan_mean(values: np.ndarray) -> float:
+    """Mean over the non-NaN values; NaN (without a warning) when there are none."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else np.nan
+
+
+def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence[np.ndarray] | np.ndarray,
+                   sample_rate: float, fmax: float = 8000.0, w_amp: float = 1.0, w_pitch: float = 1.0,
+                   diverge_score: float = -5.0, rescale: bool = False,
+                   cold_start: bool = True) -> tuple[float, np.ndarray, dict]:
+    """The autonomy score of a model on a set of vocalisations (SPEC g.3).
+
+    Args:
+      targets: V raw vocalisations, a (V, n) array or a sequence of 1-D arrays.
+      outputs: the V raw autonomous outputs (`autonomous_outputs`), each as long as its target.
+      sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale: as in `segment_score`.
+      cold_start: echoed in the breakdown; documents that the segments start with a silence
+        lead-in and changes nothing (B22).
+
+    Returns:
+      (mean segment score, (V,) segment scores, breakdown) with breakdown keys `spec_corr`,
+      `amp_pen`, `pitch_pen` (means over the segments where they are defined, NaN if none),
+      `bounded_frac` (fraction of bounded segments), `cold_start` and `rescale`.
+    """
+    segments = [segment_score(t, y, sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale)
+                for t, y in zip(targets, outputs, strict=True)]
+    if not segments:
+        raise ValueError("autonomy_score needs at least one segment")
+    scores = np.array([s.score for s in segments])
+    breakdown = {name: _nan_mean(np.array([getattr(s, name) for s in segments])) for name in _COMPONENTS}
+    breakdown.update(bounded_frac=float(np.mean([s.bounded for s in segments])), cold_start=cold_start,
+                     rescale=rescale)
+    return float(scores.mean()), scores, breakdown
+
+
+def autonomous_outputs(model: Ouroboros, x: jax.Array, dxdt: jax.Array, rollout_config: RolloutConfig) -> jax.Array:
+    """Integrates the model autonomously over whole vocalisations (SPEC g.2, DESIGN decision 4).
+
+    The drives come from the model on each whole vocalisation; the state starts at the data
+    (x[:, 0], time_scale * dxdt[:, 0]) without noise and is integrated with the training
+    integrator over all n samples. Pure: vmap it over a seed axis with `nnx.split`/`nnx.merge`
+    (or `nnx.vmap`); `autonomous_outputs_jit` is the compiled version.
+
+    Args:
+      model: the Ouroboros.
+      x: (V, n) float32 audio.
+      dxdt: (V, n) its first derivative per sample (`first_derivative`, computed once on the
+        host: it is the same for every seed).
+      rollout_config: the training integrator's settings; step_size must be dt / tau.
+
+    Returns:
+      (V, n) raw autonomous output, first sample x[:, 0].
+    """
+    drives = model(x, dxdt)
+    x0, v0 = initial_state(x, model.config.time_scale * dxdt)
+    return rollout(drives, x0, v0, x.shape[1], rollout_config)
+
+
+autonomous_outputs_jit = nnx.jit(autonomous_outputs, static_argnames="rollout_config")
+
+
+def generate(model: Ouroboros, audio: np.ndarray, rollout_config: RolloutConfig, rescale: bool = True,
+             ref_rms: float | None = None) -> np.ndarray:
+    """Deployed generation: the detrended autonomous output of the model on `audio` (SPEC g.4).
+
+    Each output is detrended with `correct` and, if `rescale` and it did not diverge (finite, std
+    > 1e-9), scaled to the standard deviation `ref_rms` or, by default, that of its detrended
+    vocalisation. A non-finite output is returned raw (neither detrended nor scaled); a collapsed
+    one detrended but not scaled.
+
+    Args:
+      model: the Ouroboros.
+      audio: (V, n) or (n,) vocalisations, n > 200.
+      rollout_config: the training integrator's settings.
+      rescale: scale bounded outputs to the reference amplitude.
+      ref_rms: the target standard deviation; None: that of `correct(audio)`, per vocalisation.
+
+    Returns:
+      float64 array of the shape of `audio`.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    batch = np.atleast_2d(audio)
+    raw = autonomous_outputs_jit(model, batch, first_derivative(batch).astype(np.float32), rollout_config)
+    raw = np.asarray(raw, dtype=np.float64)
+    generated = np.empty_like(raw)
+    for i, (vocalisation, output) in enumerate(zip(batch, raw)):
+        if not np.all(np.isfinite(output)):
+            generated[i] = output
+            continue
+        output = correct(output)
+        scale = 1.0
+        if rescale and np.std(output) > DIVERGED_STD:
+            rms = np.std(correct(vocalisation)) if ref_rms is None else ref_rms
+            scale = rms / (np.std(output) + _STD_EPS)
+        generated[i] = output * scale
+    return generated.reshape(audio.shape)
+
+
+def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,
+               diverged: np.ndarray | None = None) -> np.ndarray:
+    """Orders seeds best first for culling (keep the first k) and selection (take the first).
+
+    Higher validation autonomy first, ties broken by higher bounded fraction, then by seed
+    index. A NaN autonomy ranks after every number (the reference would select it, B9), and
+    seeds stopped as diverged during training rank after all others (DESIGN decisions 7, 11).
+
+    Args:
+      val_autonomy: (S,) validation autonomy scores.
+      val_bounded_frac: (S,) validation bounded fractions.
+      diverged: (S,) bool, seeds stopped as diverged; None: none.
+
+    Returns:
+      (S,) int seed indices, best first.
+    """
+    autonomy = np.asarray(val_autonomy, dtype=np.float64)
+    bounded_frac = np.nan_to_num(np.asarray(val_bounded_frac, dtype=np.float64), nan=-np.inf)
+    diverged = np.zeros(autonomy.shape, bool) if diverged is None else np.asarray(diverged, bool)
+    no_score = np.isnan(autonomy)
+    # np.lexsort sorts by the last key first and is stable, so equal seeds keep index order.
+    return np.lexsort((-bounded_frac, -np.where(no_score, 0.0, autonomy), no_score, diverged))

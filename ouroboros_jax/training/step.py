@@ -1,0 +1,223 @@
+"""One optimisation step of ONE seed (SPEC c and the per-step part of e).
+
+Pure functions in the optax style: a `TrainState` pytree in, a new one and the step's metrics
+out. The seed axis is added by `jax.vmap` over stacked states, never written here.
+
+The drives are computed once per step and shared by the teacher-forced anchor and the rollout,
+so the gradients of both terms add through one encoder pass. A step whose loss or gradient is
+not finite leaves parameters and optimiser state untouched and reports `skipped = 1`.
+"""
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
+from ouroboros_jax.losses import (
+    DEFAULT_STFT_CONFIGS,
+    LossWeights,
+    acceleration_anchor_loss,
+    envelope_l1_loss,
+    envelope_log_loss,
+    mrstft_loss,
+    mse_accel_loss,
+    total_loss,
+)
+from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+
+LossMode = Literal["spectral_rollout", "mse_accel"]
+LOSS_MODES = ("spectral_rollout", "mse_accel")
+
+# A rollout sample within 1 % of the soft-tanh bound counts as pinned at the bound.
+_PINNED = 0.99
+
+
+class Batch(NamedTuple):
+    """A batch of training segments.
+
+    Attributes:
+      x: (B, L) audio.
+      dxdt: (B, L) first derivative per sample.
+      d2x: (B, L) teacher acceleration in rescaled time (per-sample value * time_scale^2).
+      cold_start: (B,) bool, True for ONSET segments (rolled out from a noise IC).
+    """
+
+    x: jax.Array
+    dxdt: jax.Array
+    d2x: jax.Array
+    cold_start: jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything one seed's training carries: parameters, optimiser state, PRNG key, step."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array
+
+
+class StepMetrics(NamedTuple):
+    """Scalars of one step (arrays, so the run loop logs them after a compiled call).
+
+    In "mse_accel" mode `tf` is the legacy objective (summed squared error plus the optional
+    weight penalty), the spectral terms are 0 and the rollout health metrics are NaN.
+    """
+
+    spec: jax.Array
+    tf: jax.Array
+    env: jax.Array
+    env_log: jax.Array
+    total: jax.Array
+    grad_norm: jax.Array  # before clipping
+    skipped: jax.Array  # 1 where the update was skipped (non-finite loss or gradient)
+    horizon: jax.Array
+    lam_spec_t: jax.Array
+    lam_env_t: jax.Array
+    lam_env_log_t: jax.Array
+    rms_ratio: jax.Array  # rollout RMS / target RMS: -> 0 when the rollout collapses to silence
+    bound_frac: jax.Array  # fraction of rollout samples pinned at the soft-tanh bound
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The static part of a step: one compilation per distinct value.
+
+    Attributes:
+      horizon: rollout length H in samples.
+      loss_mode: "spectral_rollout" (the method) or "mse_accel" (the legacy baseline).
+      stft_configs: (n_fft, hop) pairs of the MRSTFT loss, before filtering by H.
+      env_sigma: sigma of the envelope filter in samples (env_ms / 1000 * sample_rate).
+      env_log_eps: floor of the log-ratio envelope loss.
+      use_env, use_env_log: whether the envelope terms are computed (configured weight > 0).
+      ic_noise_rms: standard deviation of the cold-start initial state.
+      rollout: integration settings.
+      penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
+    """
+
+    horizon: int = 512
+    loss_mode: LossMode = "spectral_rollout"
+    stft_configs: tuple = DEFAULT_STFT_CONFIGS
+    env_sigma: float = 88.2
+    env_log_eps: float = 1e-4
+    use_env: bool = False
+    use_env_log: bool = False
+    ic_noise_rms: float = 1e-3
+    rollout: RolloutConfig = RolloutConfig()
+    penalty_lam: float | None = None
+
+    def __post_init__(self):
+        if self.loss_mode not in LOSS_MODES:
+            raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+
+
+def make_optimizer(learning_rate: float | optax.Schedule = 1e-3, grad_clip: float = 5.0):
+    """Adam (b1 0.9, b2 0.999, eps 1e-8) after clipping the global gradient norm at `grad_clip`."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+
+
+def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
+    """The static structure of a model of this config (no parameters are materialised)."""
+    return nnx.graphdef(nnx.eval_shape(lambda: Ouroboros(config, rngs=nnx.Rngs(0))))
+
+
+def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """A fresh seed: parameters from `k_init`, the training key `k_train`. vmap over keys for S seeds."""
+    k_init, k_train = jax.random.split(key)
+    params = nnx.state(Ouroboros(config, rngs=nnx.Rngs(k_init)))
+    return TrainState(params, optimizer.init(params), k_train, jnp.zeros((), jnp.int32))
+
+
+def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: float, config: StepConfig):
+    """The loss terms of SPEC (c) from already computed drives and initial state.
+
+    Args:
+      drives: the model's drives for `batch` (B, L, ...).
+      batch: the segments.
+      x0, v0: (B,) rollout initial state.
+      tf_var: scalar normaliser of the anchor.
+      time_scale: tau / dt.
+      config: static settings.
+
+    Returns:
+      (components dict with spec, tf, env, env_log; x_hat (B, H) the rollout).
+    """
+    v = time_scale * batch.dxdt
+    tf = acceleration_anchor_loss(teacher_acceleration(drives, batch.x, v), batch.d2x, tf_var)
+    x_hat = rollout(drives, x0, v0, config.horizon, config.rollout)
+    target = batch.x[:, : config.horizon]
+    zero = jnp.zeros((), x_hat.dtype)
+    components = {
+        "spec": mrstft_loss(x_hat, target, config.stft_configs),
+        "tf": tf,
+        "env": envelope_l1_loss(x_hat, target, config.env_sigma) if config.use_env else zero,
+        "env_log": envelope_log_loss(x_hat, target, config.env_sigma, config.env_log_eps)
+        if config.use_env_log else zero,
+    }
+    return components, x_hat
+
+
+def _rollout_health(x_hat, target, bound_x):
+    rms_ratio = jnp.sqrt(jnp.mean(jnp.square(x_hat))) / (jnp.sqrt(jnp.mean(jnp.square(target))) + 1e-12)
+    pinned = jnp.mean(jnp.abs(x_hat) >= _PINNED * bound_x) if bound_x is not None else jnp.zeros(())
+    return rms_ratio, pinned.astype(x_hat.dtype)
+
+
+def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig):
+    """Total loss of one batch and its parts. Returns (total, (components, rms_ratio, bound_frac))."""
+    model = nnx.merge(graphdef, params)
+    drives = model(batch.x, batch.dxdt)
+    time_scale = model.config.time_scale
+    if config.loss_mode == "mse_accel":
+        accel = teacher_acceleration(drives, batch.x, time_scale * batch.dxdt)
+        mse = mse_accel_loss(accel, batch.d2x, drives.W, config.penalty_lam)
+        zero, nan = jnp.zeros_like(mse), jnp.full_like(mse, jnp.nan)
+        return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan)
+    x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, config.ic_noise_rms)
+    components, x_hat = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config)
+    health = _rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x)
+    return total_loss(components, weights), (components, *health)
+
+
+def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *, graphdef,
+               optimizer: optax.GradientTransformation, config: StepConfig):
+    """One optimisation step of one seed.
+
+    Args:
+      state: the seed's `TrainState`.
+      batch: (B, L) segments.
+      weights: this epoch's (warmed-up) loss weights, scalars.
+      tf_var: scalar anchor normaliser (`teacher_acceleration_variance` of the training set).
+      graphdef, optimizer, config: static (close over them or mark them static under jit).
+
+    Returns:
+      (new TrainState, StepMetrics).
+    """
+    key, k_ic = jax.random.split(state.key)
+    (total, (components, rms_ratio, bound_frac)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, graphdef, batch, k_ic, weights, tf_var, config
+    )
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    def keep_if_finite(new, old):
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = TrainState(
+        keep_if_finite(params, state.params), keep_if_finite(opt_state, state.opt_state), key, state.step + 1
+    )
+    lam = weights if config.loss_mode == "spectral_rollout" else LossWeights(0.0, 1.0, 0.0, 0.0)
+    metrics = StepMetrics(
+        spec=components["spec"], tf=components["tf"], env=components["env"], env_log=components["env_log"],
+        total=total, grad_norm=grad_norm, skipped=(~finite).astype(jnp.int32),
+        horizon=jnp.asarray(config.horizon, jnp.int32),
+        lam_spec_t=jnp.asarray(lam.lam_spec, jnp.float32), lam_env_t=jnp.asarray(lam.lam_env, jnp.float32),
+        lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, bound_frac=bound_frac,
+    )
+    return new_state, metrics

@@ -1,0 +1,205 @@
+"""One training step: golden loss and gradient parity, skipping, clipping, learning (SPEC c, e)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.losses import LossWeights, total_loss
+from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.training.step import (
+    Batch,
+    StepConfig,
+    init_train_state,
+    make_optimizer,
+    model_graphdef,
+    spectral_losses,
+    train_step,
+)
+from tests.helpers import golden_model
+
+ALL_TERMS = LossWeights(1.0, 1.0, 1.0, 1.0)
+GOLDEN_STEP = StepConfig(horizon=1100, use_env=True, use_env_log=True, rollout=RolloutConfig(clamp_stages=False))
+
+
+def golden_batch_and_ic(golden, dtype=jnp.float32):
+    mask = golden["small/rollout_noise_ic/mask"]
+    x, dxdt = golden["small/input/x"], golden["small/input/dxdt"]
+    x0 = np.where(mask, golden["small/rollout_noise_ic/noise_x"], x[:, 0])
+    v0 = np.where(mask, golden["small/rollout_noise_ic/noise_v"], dxdt[:, 0])
+    batch = Batch(jnp.asarray(x, dtype), jnp.asarray(dxdt, dtype), jnp.asarray(golden["small/input/d2x"], dtype),
+                  jnp.asarray(mask))
+    return batch, jnp.asarray(x0, dtype), jnp.asarray(v0, dtype)
+
+
+def test_golden_losses_from_injected_drives(golden):
+    """tf, env and env_log agree to round-off. The spectral term's log-magnitude part amplifies
+    1e-4 rollout differences: the reference's own stored rollout (small/rollout_noise_ic/xhat)
+    scores 13.7264 through the same MRSTFT, against 13.7121 in its loss evaluation; ours 13.7263."""
+    batch, x0, v0 = golden_batch_and_ic(golden)
+    drives = Drives(*(jnp.asarray(golden[f"small/drives/{k}"]) for k in Drives._fields))
+    tf_var = float(golden["small/loss/tf_var"])
+    components, _ = jax.jit(spectral_losses, static_argnums=(5, 6))(drives, batch, x0, v0, tf_var, 1.0, GOLDEN_STEP)
+    for term in ("tf", "env", "env_log"):
+        np.testing.assert_allclose(components[term], golden[f"small/loss/{term}"], rtol=2e-5, err_msg=term)
+    np.testing.assert_allclose(components["spec"], golden["small/loss/spec"], rtol=3e-3)
+    np.testing.assert_allclose(total_loss(components, ALL_TERMS), golden["small/loss/total"], rtol=2e-3)
+
+
+def reference_layout(model_config, arrays):
+    """Golden gradients (reference names and layouts) as a pytree shaped like our parameters."""
+    holder = Ouroboros(model_config, rngs=nnx.Rngs(0))
+    load_reference_params(holder, arrays)
+    return nnx.state(holder)
+
+
+def test_golden_full_step_loss_and_gradients(golden, golden_json):
+    model = golden_model(golden, golden_json, "small")
+    graphdef, params = nnx.split(model)
+    batch, x0, v0 = golden_batch_and_ic(golden)
+    tf_var = float(golden["small/loss/tf_var"])
+
+    def loss(params):
+        drives = nnx.merge(graphdef, params)(batch.x, batch.dxdt)
+        components, _ = spectral_losses(drives, batch, x0, v0, tf_var, 1.0, GOLDEN_STEP)
+        return total_loss(components, ALL_TERMS), components
+
+    (total, components), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    for term in ("spec", "tf", "env", "env_log", "total"):
+        value = total if term == "total" else components[term]
+        np.testing.assert_allclose(value, golden[f"small/loss/{term}"], rtol=1e-2, err_msg=term)
+    expected = dict(nnx.to_flat_state(reference_layout(
+        model.config, {k[len("small/grad/"):]: v for k, v in golden.items() if k.startswith("small/grad/")})))
+    ours = {path: np.ravel(g[...]) for path, g in nnx.to_flat_state(grads)}
+    expected = {path: np.ravel(r[...]) for path, r in expected.items()}
+    # Example 3 saturates hard and its gradient (norm ~1e6, against ~5e2 for the other three)
+    # sets the magnitude, which is chaotic: measured 0.45x the reference's in float32, 0.1x in
+    # float64. So compare directions, and how the norm is spread over the tensors.
+    total_ours = np.sqrt(sum(g @ g for g in ours.values()))
+    total_ref = np.sqrt(sum(r @ r for r in expected.values()))
+    for path, r in expected.items():
+        g = ours[path]
+        cosine = g @ r / (np.linalg.norm(g) * np.linalg.norm(r) + 1e-30)
+        assert cosine > 0.97, (path, cosine)
+        np.testing.assert_allclose(np.linalg.norm(g) / total_ours, np.linalg.norm(r) / total_ref, rtol=0.2,
+                                   err_msg=str(path))
+
+
+TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2)
+
+
+def syllable(n_segments=2, length=256, sample_rate=44100, seed=0):
+    """A short synthetic harmonic syllable (2 kHz fundamental + 2 harmonics) under an envelope."""
+    t = np.arange(length) / sample_rate
+    rng = np.random.default_rng(seed)
+    x = np.stack([
+        np.sin(2 * np.pi * t * 1800 + phase) * 0.3 + 0.1 * np.sin(2 * np.pi * t * 3600 + 2 * phase)
+        for phase in rng.uniform(0, 2 * np.pi, n_segments)
+    ]) * np.sin(np.pi * np.arange(length) / length)
+    return Batch(jnp.asarray(x, jnp.float32), jnp.asarray(first_derivative(x), jnp.float32),
+                 jnp.asarray(second_derivative(x), jnp.float32), jnp.array([True] + [False] * (n_segments - 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_step(config: StepConfig, learning_rate: float, grad_clip: float = 5.0):
+    optimizer = make_optimizer(learning_rate, grad_clip)
+    step = functools.partial(train_step, graphdef=model_graphdef(TINY), optimizer=optimizer, config=config)
+    return optimizer, jax.jit(step)
+
+
+SMALL_STEP = StepConfig(horizon=128, stft_configs=((64, 16), (128, 32)))
+
+
+def fresh_state(optimizer, seed=0):
+    return init_train_state(TINY, optimizer, jax.random.key(seed))
+
+
+def tree_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_normal_step_changes_parameters_and_reports_metrics():
+    optimizer, step = jitted_step(SMALL_STEP, 1e-3)
+    state = fresh_state(optimizer)
+    weights = LossWeights(0.4, 1.0, 0.0, 0.0)
+    new, metrics = step(state, syllable(), weights, 1e-3)
+    assert int(metrics.skipped) == 0
+    assert not tree_equal(new.params, state.params)
+    assert int(new.step) == 1 and not np.array_equal(jax.random.key_data(new.key), jax.random.key_data(state.key))
+    assert int(metrics.horizon) == 128
+    np.testing.assert_allclose(metrics.lam_spec_t, 0.4)
+    np.testing.assert_allclose(metrics.total, 0.4 * metrics.spec + metrics.tf, rtol=1e-6)
+    assert float(metrics.env) == 0.0 and float(metrics.env_log) == 0.0  # disabled terms are not computed
+    assert 0.0 <= float(metrics.bound_frac) <= 1.0 and np.isfinite(metrics.rms_ratio)
+
+
+@pytest.mark.parametrize("poison", ["batch", "tf_var"])
+def test_non_finite_step_changes_nothing_and_is_flagged(poison):
+    optimizer, step = jitted_step(SMALL_STEP, 1e-3)
+    state = fresh_state(optimizer)
+    state, _ = step(state, syllable(), ALL_TERMS, 1e-3)  # a non-trivial optimiser state
+    batch, tf_var = syllable(), 1e-3
+    if poison == "batch":
+        batch = batch._replace(x=batch.x.at[1, 10].set(jnp.nan))
+    else:
+        tf_var = jnp.nan  # the loss itself is non-finite
+    new, metrics = step(state, batch, ALL_TERMS, tf_var)
+    assert int(metrics.skipped) == 1
+    assert tree_equal(new.params, state.params)
+    assert tree_equal(new.opt_state, state.opt_state)
+
+
+def test_clipping_happens_before_adam_at_the_global_norm():
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    grads = [{"a": jnp.array([30.0, -40.0]), "b": jnp.array([0.0])}, {"a": jnp.array([0.3, 0.1]), "b": jnp.array([2.0])}]
+    clip = 5.0
+    ours, adam = make_optimizer(0.1, clip), optax.adam(0.1)
+    s_ours, s_adam = ours.init(params), adam.init(params)
+    for g in grads:
+        norm = np.sqrt(sum(float(jnp.sum(v**2)) for v in g.values()))
+        clipped = {k: v * min(1.0, clip / norm) for k, v in g.items()}
+        u_ours, s_ours = ours.update(g, s_ours, params)
+        u_adam, s_adam = adam.update(clipped, s_adam, params)
+        for k in params:
+            np.testing.assert_allclose(u_ours[k], u_adam[k], rtol=1e-6)
+    # Without clipping the second update differs: the first gradient's norm (50) is 10x the bound.
+    unclipped = optax.adam(0.1)
+    s = unclipped.init(params)
+    _, s = unclipped.update(grads[0], s, params)
+    u, _ = unclipped.update(grads[1], s, params)
+    assert not np.allclose(u["a"], u_ours["a"])
+
+
+@pytest.mark.parametrize("mode", ["spectral_rollout", "mse_accel"])
+def test_loss_decreases_on_a_synthetic_syllable(mode):
+    config = StepConfig(horizon=128, stft_configs=((64, 16), (128, 32)), loss_mode=mode)
+    optimizer, step = jitted_step(config, 3e-3)
+    state = fresh_state(optimizer, seed=1)
+    batch = syllable()
+    tf_var = float(np.var(np.asarray(batch.d2x), ddof=1))
+    totals = []
+    for _ in range(40):
+        state, metrics = step(state, batch, LossWeights(), tf_var)
+        assert int(metrics.skipped) == 0
+        totals.append(float(metrics.total))
+    assert np.mean(totals[-5:]) < 0.7 * np.mean(totals[:5]), totals
+
+
+def test_mse_mode_reports_the_legacy_objective():
+    config = StepConfig(horizon=128, loss_mode="mse_accel")
+    optimizer, step = jitted_step(config, 1e-3)
+    _, metrics = step(fresh_state(optimizer), syllable(), LossWeights(), 1.0)
+    assert float(metrics.spec) == 0.0 and float(metrics.tf) == float(metrics.total) > 0
+    assert np.isnan(metrics.rms_ratio)
+
+
+def test_unknown_loss_mode_is_an_error():
+    with pytest.raises(ValueError, match="mse_accel"):
+        StepConfig(loss_mode="mse")
