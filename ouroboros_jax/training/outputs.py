@@ -1,0 +1,70 @@
+"""The run's output files: `seed_cv.csv`, `selected_model.json` and the selected seed's WAV.
+
+Each file is written to a temporary name and renamed, so a crash never leaves a partial file
+over a good one.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+import soundfile as sf
+from absl import logging
+
+SEED_CV_COLUMNS = (
+    "seed", "val_autonomy", "ckpt", "val_spec_corr", "val_amp_pen", "val_pitch_pen", "val_bounded_frac",
+    "val_cold_start", "val_rescale", "status", "stopped_epoch",
+)
+WAV_PEAK = 0.95  # peak level of the written WAV, as in the reference
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def strict_json(value):
+    """Replaces NaN/inf by None and NumPy scalars by Python ones, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: pathlib.Path, value: dict) -> None:
+    _write_atomic(path, (json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n").encode())
+
+
+def write_seed_cv(path: pathlib.Path, rows: list[dict]) -> None:
+    """One row per seed (finished, culled and diverged ones), columns `SEED_CV_COLUMNS`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SEED_CV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        writer.writerow({k: ("" if v is None else v) for k, v in strict_json(row).items()})
+    _write_atomic(path, buffer.getvalue().encode())
+
+
+def write_wav(path: pathlib.Path, audio: np.ndarray, sample_rate: int) -> bool:
+    """Peak-normalises to 0.95 full scale and writes int16; skips (False) a non-finite or silent output."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if not np.isfinite(audio).all() or not np.any(audio):
+        reason = "not finite" if not np.isfinite(audio).all() else "all zero"
+        logging.warning("not writing %s: the autonomous output is %s", path, reason)
+        return False
+    peak = np.abs(audio).max()
+    pcm = np.round(audio / peak * WAV_PEAK * 32767).astype(np.int16)
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, sample_rate, subtype="PCM_16", format="WAV")
+    _write_atomic(path, buffer.getvalue())
+    return True

@@ -1,0 +1,163 @@
+"""All seeds of a run as one compiled program (DESIGN "The compiled seed cross-validation").
+
+Every seed's `TrainState` is stacked on a leading axis of length S. One compiled call trains all
+seeds for one epoch: `lax.scan` over the epoch's batches inside `jit`, `vmap` over seeds. Each
+seed draws its own batch order and cold-start noise from its own key. A seed whose step is not
+finite skips its own update; a seed that skips `max_consecutive_skips` steps in a row stops
+(is marked inactive) and its state is frozen; the other seeds are unaffected.
+"""
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.evaluation import autonomous_outputs
+from ouroboros_jax.losses import LossWeights
+from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.step import Batch, StepConfig, StepMetrics, TrainState, init_train_state, train_step
+
+
+class SeedData(NamedTuple):
+    """The whole training set, on the device once and shared by all seeds.
+
+    Attributes:
+      x, dxdt: (N, L) audio and its per-sample derivative.
+      d2x: (N, L) teacher acceleration in rescaled time.
+      cold_start: (N,) bool, True for ONSET segments.
+    """
+
+    x: jax.Array
+    dxdt: jax.Array
+    d2x: jax.Array
+    cold_start: jax.Array
+
+
+class SeedProgress(NamedTuple):
+    """Per-seed bookkeeping carried across epochs (checkpointed with the states).
+
+    Attributes:
+      active: (S,) bool, False once a seed has stopped (diverged).
+      skip_run: (S,) int32, the current run of consecutive skipped steps.
+    """
+
+    active: jax.Array
+    skip_run: jax.Array
+
+
+def seed_keys(seed: int, seed_ids) -> jax.Array:
+    """One key per seed id, independent of how many seeds run: seed k's key is fold_in(seed, k)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
+
+
+def init_seeds(config: ModelConfig, optimizer: optax.GradientTransformation, keys: jax.Array):
+    """Stacked fresh states of S seeds and their progress. keys: (S,) -> leaves with leading S."""
+    states = jax.vmap(lambda k: init_train_state(config, optimizer, k))(keys)
+    s = keys.shape[0]
+    return states, SeedProgress(jnp.ones((s,), bool), jnp.zeros((s,), jnp.int32))
+
+
+def n_batches(n_segments: int, batch_size: int) -> int:
+    """Batches per epoch: every segment is used each epoch (the last batch wraps around)."""
+    return -(-n_segments // batch_size)
+
+
+def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: LossWeights, tf_var, *,
+                graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
+    """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran)."""
+    n = data.x.shape[0]
+    steps = n_batches(n, batch_size)
+    key, k_order = jax.random.split(state.key)
+    order = jax.random.permutation(k_order, n)
+    batches = order[jnp.arange(steps * batch_size) % n].reshape(steps, batch_size)
+    state = state._replace(key=key)
+
+    def body(carry, idx):
+        state, active, skip_run = carry
+        batch = Batch(*(a[idx] for a in data))
+        new, metrics = train_step(state, batch, weights, tf_var, graphdef=graphdef, optimizer=optimizer, config=config)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, state)
+        skip_run = jnp.where(active, jnp.where(metrics.skipped > 0, skip_run + 1, 0), skip_run)
+        ran = active
+        active = active & (skip_run < max_consecutive_skips)
+        return (state, active, skip_run), (metrics, ran)
+
+    (state, active, skip_run), (metrics, ran) = jax.lax.scan(body, (state, active, skip_run), batches)
+    return state, active, skip_run, metrics, ran
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedProgram:
+    """Compiles and runs the epoch and evaluation programs for all seeds.
+
+    One compilation per distinct `StepConfig` (i.e. per horizon) and seed count, cached by jit.
+    With several devices the seed axis is sharded over a `Mesh` with a "seed" axis.
+    """
+
+    graphdef: nnx.GraphDef
+    optimizer: optax.GradientTransformation
+    batch_size: int
+    max_consecutive_skips: int
+    rollout: RolloutConfig
+
+    @functools.cached_property
+    def mesh(self) -> Mesh:
+        return Mesh(np.array(jax.devices()), ("seed",))
+
+    def place(self, tree, sharded: bool):
+        """Puts `tree` on the devices: its leading (seed) axis sharded, or replicated."""
+        n_devices = self.mesh.devices.size
+        leading = {np.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(tree) if np.ndim(leaf)}
+        if sharded and n_devices > 1 and all(s % n_devices == 0 for s in leading):
+            spec = PartitionSpec("seed")
+        else:
+            spec = PartitionSpec()
+        return jax.device_put(tree, NamedSharding(self.mesh, spec))
+
+    @functools.cache
+    def _epoch_fn(self, config: StepConfig):
+        seed_epoch = functools.partial(
+            _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
+            batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
+        )
+        return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, None, None, None)))
+
+    def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
+                  config: StepConfig):
+        """Trains every seed for one epoch.
+
+        Returns:
+          (states, progress, metrics, ran): metrics is `StepMetrics` with leaves (S, n_batches);
+          ran (S, n_batches) is False for steps of a seed that had already stopped.
+        """
+        weights = LossWeights(*(jnp.asarray(w, jnp.float32) for w in weights))
+        states, active, skip_run, metrics, ran = self._epoch_fn(config)(
+            states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32)
+        )
+        return states, SeedProgress(active, skip_run), metrics, ran
+
+    @functools.cached_property
+    def _outputs_fn(self):
+        def outputs(params, x, dxdt):
+            return autonomous_outputs(nnx.merge(self.graphdef, params), x, dxdt, self.rollout)
+
+        return jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
+
+    def autonomous_outputs(self, states: TrainState, x: np.ndarray, dxdt: np.ndarray) -> np.ndarray:
+        """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n)."""
+        return np.asarray(self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32)))
+
+
+def select_seeds(tree, indices):
+    """Gathers seeds `indices` along the leading axis of every leaf (culling)."""
+    indices = jnp.asarray(indices)
+    return jax.tree_util.tree_map(lambda a: a[indices], tree)
+
