@@ -48,7 +48,7 @@ class Checkpoints:
 
     def restore(self, epoch: int, like):
         """The state saved at `epoch`, shaped like the pytree `like` (arrays or ShapeDtypeStructs)."""
-        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _to_saveable(like))
+        abstract = jax.eval_shape(_to_saveable, like)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return _from_saveable(restored["state"], like)
 

@@ -4,7 +4,7 @@ TensorBoard (`<out_dir>/seed<k>/`), at global step epoch * batches_per_epoch + b
 Loss/spec, Loss/tf, Loss/env (if --lam_env > 0), Loss/env_log (if --lam_env_log > 0),
 Loss/total, Loss/nan_skip (1.0 on skipped steps), Train/H, Train/lam_spec_t, Train/lam_env_t,
 Train/lam_env_log_t, Train/grad_norm, Health/rms_ratio (rollout RMS / target RMS: near 0 means
-the rollout collapsed to silence), Health/bound_frac (fraction of rollout samples pinned at the
+the rollout collapsed to silence), Health/pinned_frac (fraction of rollout samples pinned at the
 soft-tanh bound); at the end of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen,
 Val/pitch_pen, Val/bounded_frac and Seed/active.
 """
@@ -18,7 +18,7 @@ STEP_SCALARS = {
     "Loss/spec": "spec", "Loss/tf": "tf", "Loss/env": "env", "Loss/env_log": "env_log", "Loss/total": "total",
     "Train/H": "horizon", "Train/lam_spec_t": "lam_spec_t", "Train/lam_env_t": "lam_env_t",
     "Train/lam_env_log_t": "lam_env_log_t", "Train/grad_norm": "grad_norm", "Health/rms_ratio": "rms_ratio",
-    "Health/bound_frac": "bound_frac",
+    "Health/pinned_frac": "pinned_frac",
 }
 VAL_SCALARS = ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac")
 _BAR = 24

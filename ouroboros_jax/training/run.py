@@ -309,8 +309,9 @@ def _finish(config, out_dir, program, states, progress, seed_ids, rows, stopped,
         logging.warning("no test vocalisations: no test score and no WAV")
         manifest.update(selected_test_autonomy=None, selected_test_breakdown={})
     write_json(out_dir / MANIFEST, manifest)
-    console("selected seed %d: val autonomy %.3f, test autonomy %s; outputs in %s", seed_ids[best],
-                 scores[best][0], manifest.get("selected_test_autonomy"), out_dir)
+    test = manifest["selected_test_autonomy"]
+    console("selected seed %d: val autonomy %.3f, test autonomy %s; outputs in %s", seed_ids[best], scores[best][0],
+            "none" if test is None else f"{test:.3f}", out_dir)
     return manifest
 
 

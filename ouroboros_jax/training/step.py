@@ -80,7 +80,7 @@ class StepMetrics(NamedTuple):
     lam_env_t: jax.Array
     lam_env_log_t: jax.Array
     rms_ratio: jax.Array  # rollout RMS / target RMS: -> 0 when the rollout collapses to silence
-    bound_frac: jax.Array  # fraction of rollout samples pinned at the soft-tanh bound
+    pinned_frac: jax.Array  # fraction of rollout samples pinned at the soft-tanh bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,14 +161,19 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
     return components, x_hat
 
 
-def _rollout_health(x_hat, target, bound_x):
+def rollout_health(x_hat, target, bound_x):
+    """Rollout RMS / target RMS, and the fraction of rollout samples within 1 % of the bound.
+
+    x_hat, target: (B, H). A ratio near 0 means the rollout collapsed to silence; a fraction near
+    1 means it is pinned at the soft-tanh bound. Returns two scalars.
+    """
     rms_ratio = jnp.sqrt(jnp.mean(jnp.square(x_hat))) / (jnp.sqrt(jnp.mean(jnp.square(target))) + 1e-12)
     pinned = jnp.mean(jnp.abs(x_hat) >= _PINNED * bound_x) if bound_x is not None else jnp.zeros(())
     return rms_ratio, pinned.astype(x_hat.dtype)
 
 
 def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig):
-    """Total loss of one batch and its parts. Returns (total, (components, rms_ratio, bound_frac))."""
+    """Total loss of one batch and its parts. Returns (total, (components, rms_ratio, pinned_frac))."""
     model = nnx.merge(graphdef, params)
     drives = model(batch.x, batch.dxdt)
     time_scale = model.config.time_scale
@@ -179,7 +184,7 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
         return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan)
     x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, config.ic_noise_rms)
     components, x_hat = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config)
-    health = _rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x)
+    health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x)
     return total_loss(components, weights), (components, *health)
 
 
@@ -198,7 +203,7 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
       (new TrainState, StepMetrics).
     """
     key, k_ic = jax.random.split(state.key)
-    (total, (components, rms_ratio, bound_frac)), grads = jax.value_and_grad(objective, has_aux=True)(
+    (total, (components, rms_ratio, pinned_frac)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params, graphdef, batch, k_ic, weights, tf_var, config
     )
     grad_norm = optax.tree.norm(grads)
@@ -218,6 +223,6 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
         total=total, grad_norm=grad_norm, skipped=(~finite).astype(jnp.int32),
         horizon=jnp.asarray(config.horizon, jnp.int32),
         lam_spec_t=jnp.asarray(lam.lam_spec, jnp.float32), lam_env_t=jnp.asarray(lam.lam_env, jnp.float32),
-        lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, bound_frac=bound_frac,
+        lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, pinned_frac=pinned_frac,
     )
     return new_state, metrics

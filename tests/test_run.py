@@ -1,0 +1,216 @@
+"""The main job end to end: outputs, resume, culling, the CLI (SPEC h, i; DESIGN decisions 2, 7)."""
+
+import csv
+import json
+import math
+import pathlib
+import struct
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+from tensorboardX.proto import event_pb2
+
+from ouroboros_jax.data import DataConfig
+from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training import run as run_module
+from ouroboros_jax.training.checkpoints import Checkpoints
+from ouroboros_jax.training.outputs import SEED_CV_COLUMNS
+from ouroboros_jax.training.run import RunConfig, train_and_evaluate
+from ouroboros_jax.training.seeds import SeedProgram
+
+REPO = pathlib.Path(__file__).parent.parent
+# The bundled finch at 32 kHz, cut to 10 ms windows with 4 ms of lead-in, and a tiny model.
+TINY_DATA = DataConfig(data_dir="@example", context_len=0.01, silence_prefix_ms=4, silence_suffix_ms=4,
+                       max_segs=24, n_val_vocs=2, n_test_vocs=2)
+TINY_MODEL = ModelConfig(n_kernels=2, n_layers=1, d_state=2, expand_factor=1)
+
+
+def tiny_config(out_dir, **overrides) -> RunConfig:
+    settings = dict(data=TINY_DATA, model=TINY_MODEL, out_dir=str(out_dir), n_epochs=4, n_seeds=2, batch_size=8,
+                    h_min=64, h_max=128, h_schedule="pow2", spec_configs=((32, 8), (64, 16)), spec_warmup_epochs=1,
+                    save_freq=2, max_saved=2, lr=3e-3)
+    return RunConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return out, train_and_evaluate(tiny_config(out))
+
+
+def final_params(out_dir, config):
+    checkpoints = Checkpoints(pathlib.Path(out_dir) / "checkpoints", config.max_saved)
+    epoch = checkpoints.latest_epoch()
+    meta = checkpoints.meta(epoch)
+    from ouroboros_jax.training.seeds import init_seeds, seed_keys
+    from ouroboros_jax.training.step import make_optimizer
+
+    model_config = ModelConfig(**{**TINY_MODEL.__dict__, "sample_rate": 32000.0})
+    optimizer = make_optimizer(config.lr, config.grad_clip)
+    like = jax.eval_shape(lambda: init_seeds(model_config, optimizer, seed_keys(1234, meta["seed_ids"])))
+    states, _ = checkpoints.restore(epoch, like)
+    checkpoints.close()
+    return epoch, [np.asarray(a) for a in jax.tree_util.tree_leaves(states.params)]
+
+
+SCORES = ("selected_seed", "selected_val_autonomy", "selected_test_autonomy", "rescaled_test_autonomy")
+
+
+def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(straight_run, tmp_path, monkeypatch):
+    straight_dir, straight_manifest = straight_run
+    config = tiny_config(tmp_path)
+    original, calls = SeedProgram.run_epoch, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed during epoch 3, after the checkpoint of epoch 2
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SeedProgram, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config)
+    monkeypatch.setattr(SeedProgram, "run_epoch", original)
+    resumed = train_and_evaluate(config)
+
+    epoch_a, params_a = final_params(straight_dir, config)
+    epoch_b, params_b = final_params(tmp_path, config)
+    assert epoch_a == epoch_b == 4
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "seed_cv.csv").read_text() == (straight_dir / "seed_cv.csv").read_text()
+    for key in SCORES:
+        assert resumed[key] == straight_manifest[key], key
+
+
+def test_a_finished_run_is_not_retrained(straight_run, monkeypatch):
+    straight_dir, manifest = straight_run
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(SeedProgram, "run_epoch", fail)
+    again = train_and_evaluate(tiny_config(straight_dir))
+    for key in SCORES:
+        assert again[key] == manifest[key]
+
+
+def test_resuming_with_other_settings_is_an_error(straight_run):
+    from ouroboros_jax.errors import InputError
+
+    with pytest.raises(InputError, match="lr: 0.003 then, 0.01 now"):
+        train_and_evaluate(tiny_config(straight_run[0], lr=1e-2))
+
+
+def test_checkpoints_count_completed_epochs_and_keep_max_saved(straight_run):
+    # save_freq 2 over 4 epochs with max_saved 2: epochs 2 and 4, named by completed epochs.
+    assert sorted(p.name for p in (straight_run[0] / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+
+
+def breakdown(bounded):
+    return {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": bounded, "cold_start": True,
+            "rescale": False}
+
+
+def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path, monkeypatch):
+    def scores(program, states, vocalisations, dxdt, sample_rate, rescale=False):
+        if len(states.step) == 3:  # before culling: seed 0 NaN, seeds 1 and 2 tie on autonomy
+            return [(math.nan, breakdown(1.0)), (-1.0, breakdown(0.5)), (-1.0, breakdown(1.0))]
+        return [(-0.5, breakdown(1.0))]
+
+    monkeypatch.setattr(run_module, "_score_seeds", scores)
+    manifest = train_and_evaluate(tiny_config(tmp_path, n_seeds=3, cull_frac=0.5, cull_keep=1))
+    rows = {int(r["seed"]): r for r in csv.DictReader((tmp_path / "seed_cv.csv").open())}
+    assert manifest["selected_seed"] == 2
+    assert {k: rows[k]["status"] for k in rows} == {0: "culled", 1: "culled", 2: "finished"}
+    assert rows[0]["stopped_epoch"] == rows[1]["stopped_epoch"] == "2" and rows[2]["stopped_epoch"] == "4"
+    assert rows[0]["val_autonomy"] == ""  # NaN is written as an empty cell
+
+
+def read_scalars(event_dir: pathlib.Path) -> dict[str, list[float]]:
+    """Tags and values of tensorboardX event files (TFRecord: length, crc, Event proto, crc)."""
+    scalars: dict[str, list[float]] = {}
+    for path in sorted(event_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds
+    "data_dir", "n_train_files", "n_val_files", "n_test_files", "selected_seed", "selected_lambda",
+    "selected_val_autonomy", "selected_test_autonomy", "selected_test_breakdown", "context_len_s",
+    "silence_prefix_ms", "silence_suffix_ms", "ratio", "max_segs", "drive_lowpass_ms", "keep_const", "osc_init",
+    "lam_spec", "lam_tf", "lam_env", "lam_env_log", "env_log_eps", "env_ms", "spec_configs", "H_min", "H_max",
+    "H_schedule", "rollout_backend", "spec_warmup_epochs", "env_warmup_epochs", "ic_noise_rms", "sr",
+    "rescaled_test_autonomy", "rescaled_test_breakdown", "lr", "n_epochs", "n_seeds", "cull_frac", "cull_keep",
+    "n_kernels", "n_layers", "d_state", "d_conv", "expand_factor", "grad_clip", "batch_size", "seed", "versions",
+    "device", "diverged_seeds",
+}
+
+
+def run_cli(*flags, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "ouroboros_jax.train", *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_demo_flagfile_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={out}", "--n_epochs=2", "--max_segs=16",
+                     "--context_len=0.01", "--silence_prefix_ms=4", "--silence_suffix_ms=4", "--h_min=64",
+                     "--h_max=128", "--spec_configs=32,8;64,16", "--n_kernels=2", "--n_layers=1",
+                     "--expand_factor=1", "--n_val_vocs=2", "--n_test_vocs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PIPELINE DONE" in result.stdout and "epoch 2/2" in result.stdout
+
+    manifest = json.loads((out / "selected_model.json").read_text(),
+                          parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
+    assert MANIFEST_FIELDS <= set(manifest), MANIFEST_FIELDS - set(manifest)
+    assert manifest["sr"] == 32000 and manifest["n_seeds"] == 2 and manifest["cull_keep"] == 1
+    assert set(manifest["selected_test_breakdown"]) >= {"spec_corr", "amp_pen", "pitch_pen", "bounded_frac"}
+
+    with (out / "seed_cv.csv").open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == SEED_CV_COLUMNS
+    assert sorted(r["status"] for r in rows) == ["culled", "finished"]
+
+    audio, sample_rate = sf.read(out / "selected_autonomous_recon.wav", dtype="int16")
+    info = sf.info(out / "selected_autonomous_recon.wav")
+    assert sample_rate == 32000 and info.subtype == "PCM_16" and len(audio) > 1000
+    np.testing.assert_allclose(np.abs(audio).max(), round(0.95 * 32767), atol=1)
+
+    run_info = json.loads((out / "run.json").read_text())
+    scalars = read_scalars(out / "seed0")
+    steps_per_epoch = run_info["batches_per_epoch"]
+    for tag in ("Loss/spec", "Loss/tf", "Loss/total", "Train/H", "Train/lam_spec_t", "Train/lam_env_t",
+                "Health/rms_ratio", "Health/pinned_frac"):
+        assert len(scalars[tag]) == 2 * steps_per_epoch, tag
+    assert scalars["Train/lam_spec_t"][0] == 0.0 and scalars["Train/lam_spec_t"][-1] == 1.0
+    assert len(scalars["Val/autonomy"]) == 2 and "Loss/env" not in scalars  # lam_env = 0: not logged
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--n_seeds=2", "--cull_frac=0.5", "--cull_keep=2"], "--cull_keep=2: culling"),
+    (["--h_min=600", "--h_max=300"], "--h_min=600"),
+    (["--h_max=4096"], "--h_max=4096: the rollout horizon cannot exceed the segment length"),
+    (["--data_dir=/no/such/dir"], "/no/such/dir"),
+    (["--ratio=1,2"], "--ratio"),
+    (["--spec_configs=256"], "--spec_configs=256"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
+    result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={tmp_path / 'bad'}", *flags)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "bad" / "selected_model.json").exists()
