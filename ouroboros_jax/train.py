@@ -99,8 +99,9 @@ def parse_spec_configs(text: str) -> tuple:
 
 def config_from_flags() -> RunConfig:
     """The one place where flags become configuration."""
-    if FLAGS.data_dir is None:
-        raise InputError("--data_dir is required: a directory of <stem>.wav + <stem>.txt, or @example")
+    if not FLAGS.data_dir:
+        raise InputError("--data_dir is required: a directory of <stem>.wav + <stem>.txt pairs, or @example for "
+                         "the bundled finch")
     data = DataConfig(
         data_dir=FLAGS.data_dir, val_frac=FLAGS.val_frac, test_frac=FLAGS.test_frac, n_val_vocs=FLAGS.n_val_vocs,
         n_test_vocs=FLAGS.n_test_vocs, silence_pad_samples=FLAGS.silence_pad_samples, context_len=FLAGS.context_len,

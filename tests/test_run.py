@@ -214,3 +214,9 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "bad" / "selected_model.json").exists()
+
+
+def test_the_reference_recipe_asks_for_its_data_dir(tmp_path):
+    result = run_cli("--flagfile=experiments/blk445.flags", f"--out_dir={tmp_path / 'blk445'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --data_dir is required" in result.stderr
