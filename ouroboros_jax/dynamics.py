@@ -86,17 +86,16 @@ def rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: 
     if not 1 <= horizon <= drives.omega.shape[1]:
         raise ValueError(f"horizon {horizon} must be in [1, segment length {drives.omega.shape[1]}]")
     steps = horizon - 1
-    per_step = (
-        jnp.swapaxes(jnp.square(drives.omega[:, :steps]), 0, 1),
-        jnp.swapaxes(drives.gamma[:, :steps], 0, 1),
-        jnp.swapaxes(drives.W[:, :steps], 0, 1),
-    )
+    omega2 = jnp.square(drives.omega)
 
-    def step(state, drive_k):
+    def step(state, k):
+        # Each step reads its drives in place: W[:, k] is B contiguous P x P blocks. A time-major
+        # copy of W first would read and write all of it once more (measured: forward 1.7x slower).
+        drive_k = (jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False) for a in (omega2, drives.gamma, drives.W))
         x, v = rk4_step(*state, *drive_k, config)
         return (x, v), x
 
-    _, xs = jax.lax.scan(step, (x0, v0), per_step, unroll=config.unroll)
+    _, xs = jax.lax.scan(step, (x0, v0), jnp.arange(steps), unroll=config.unroll)
     return jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
 
 

@@ -45,7 +45,8 @@ flags.DEFINE_float("drive_lowpass_ms", 1.0, "Sigma of the zero-phase Gaussian lo
 flags.DEFINE_bool("keep_const", True, "Keep the constant kernel coefficient W[0,0].")
 flags.DEFINE_bool("osc_init", False, "Start every seed as a marginal limit cycle.")
 flags.DEFINE_float("lam", 1.068, "Kernel-weight penalty base (used by --loss_mode=mse_accel; recorded otherwise).")
-flags.DEFINE_enum("encoder_scan", "associative", SCAN_IMPLS, "Selective-scan implementation of the encoders.")
+flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS,
+                  "Selective-scan implementation of the encoders (auto: sequential on CPU, associative on GPU).")
 # loss
 flags.DEFINE_float("lam_spec", 1.0, "Weight of the multi-resolution STFT loss.")
 flags.DEFINE_float("lam_tf", 1.0, "Weight of the teacher-forced acceleration anchor.")

@@ -19,8 +19,8 @@ def naive_scan(decay, inputs):
     return np.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("impl", ["associative", "sequential"])
-@pytest.mark.parametrize("length", [1, 7, 64, 100])
+@pytest.mark.parametrize("impl", ["associative", "sequential", "chunked"])
+@pytest.mark.parametrize("length", [1, 2, 7, 64, 100, 257])
 def test_selective_scan_matches_naive_loop(impl, length):
     rng = np.random.default_rng(length)
     decay = rng.uniform(0.5, 1.0, (2, length, 3, 4)).astype(np.float32)
@@ -38,10 +38,11 @@ def encoder(seed=0, n_layers=2):
     return MambaEncoder(2, n_layers, d_state=4, d_conv=4, expand_factor=3, rngs=nnx.Rngs(seed))
 
 
-def test_associative_and_sequential_encoders_agree():
+@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+def test_scan_implementations_give_the_same_encoder(impl):
     enc = encoder()
     u = jax.random.normal(jax.random.key(1), (3, 200, 2))
-    np.testing.assert_allclose(run_encoder(enc, u, "associative"), run_encoder(enc, u, "sequential"), rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(run_encoder(enc, u, "associative"), run_encoder(enc, u, impl), rtol=2e-5, atol=2e-6)
 
 
 def test_one_pass_is_causal():
@@ -74,3 +75,12 @@ def test_golden_encoder_stack(golden, golden_json):
     model = golden_model(golden, golden_json, "small")
     out = run_encoder(model.omega_encoder, jnp.asarray(golden["small/encoder/omega_mamba_in"]), "associative")
     np.testing.assert_allclose(out, golden["small/encoder/omega_mamba_out"], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_scan_is_sequential_on_cpu_and_explicit_choices_pass_through():
+    from ouroboros_jax.model.mamba import resolve_scan_impl
+
+    assert jax.default_backend() == "cpu"
+    assert resolve_scan_impl("auto") == "sequential"  # the fastest measured on CPU (docs/performance.md)
+    for impl in ("associative", "sequential", "chunked"):
+        assert resolve_scan_impl(impl) == impl

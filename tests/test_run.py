@@ -171,6 +171,9 @@ def test_demo_flagfile_end_to_end(tmp_path):
                      "--expand_factor=1", "--n_val_vocs=2", "--n_test_vocs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIPELINE DONE" in result.stdout and "epoch 2/2" in result.stdout
+    # Culling after epoch 1 of 2 and the pow2 curriculum 64 -> 128: one compilation each, with its reason.
+    assert "compiling the epoch program: H=64, seeds=2 (first epoch)" in result.stdout
+    assert "compiling the epoch program: H=128, seeds=1 (new horizon)" in result.stdout
 
     manifest = json.loads((out / "selected_model.json").read_text(),
                           parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))

@@ -40,7 +40,8 @@ class ModelConfig:
       osc_init: start as a marginal limit cycle (SPEC a.6).
       sample_rate: audio sample rate in Hz; dt = 1 / sample_rate.
       tau: model time constant in seconds; None means dt (one sample per unit of rescaled time).
-      scan_impl: how the encoders' selective scan runs ("associative" or "sequential").
+      scan_impl: how the encoders' selective scan runs: "auto" (the fastest per backend),
+        "associative", "sequential" or "chunked"; the result is the same to float32 rounding.
     """
 
     n_kernels: int = 15
@@ -53,7 +54,7 @@ class ModelConfig:
     osc_init: bool = False
     sample_rate: float = 44100.0
     tau: float | None = None
-    scan_impl: ScanImpl = "associative"
+    scan_impl: ScanImpl = "auto"
 
     def __post_init__(self):
         if self.scan_impl not in SCAN_IMPLS:

@@ -28,6 +28,7 @@ from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import autonomy_score, generate, rank_seeds
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights, teacher_acceleration_variance
+from ouroboros_jax.model.mamba import resolve_scan_impl
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.logbook import Logbook, console
@@ -234,12 +235,18 @@ def train_and_evaluate(config: RunConfig) -> dict:
 
     logbook = Logbook(out_dir, config, steps_per_epoch)
     states, progress = program.place((states, progress), sharded=True)
-    epoch_seconds = []
+    epoch_seconds, compiled = [], set()
     for epoch in range(start, config.n_epochs):
         t0 = time.perf_counter()
         horizon = horizon_for_epoch(epoch, config.n_epochs, config.h_min, config.h_max, config.h_schedule)
         weights = warmup_weights(epoch, config.loss, config.spec_warmup_epochs, config.env_warmup_epochs)
         step_config = _step_config(config, horizon, sample_rate, rollout)
+        program_key = (horizon, len(seed_ids))
+        if program_key not in compiled:
+            reason = ("first epoch" if not compiled else "new horizon" if horizon not in {h for h, _ in compiled}
+                      else "culling changed the number of seeds")
+            console("compiling the epoch program: H=%d, seeds=%d (%s)", horizon, len(seed_ids), reason)
+            compiled.add(program_key)
         states, progress, metrics, ran = program.run_epoch(states, progress, train_set, weights, tf_var, step_config)
         scores = _score_seeds(program, states, data.val_vocalisations, val_dxdt, sample_rate)
         active = np.asarray(progress.active)
@@ -333,6 +340,7 @@ def _manifest_fields(config: RunConfig, data: TrainingData, sample_rate) -> dict
         "d_conv": m.d_conv, "expand_factor": m.expand_factor, "grad_clip": config.grad_clip,
         "batch_size": config.batch_size, "seed": d.seed, "bound_x": config.bound_x, "bound_v": config.bound_v,
         "clamp_stages": config.clamp_stages, "loss_mode": config.loss_mode,
+        "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
         "max_consecutive_skips": config.max_consecutive_skips, "versions": _versions(), "device": _device(),
         "command": sys.argv,
     }

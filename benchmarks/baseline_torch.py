@@ -1,0 +1,440 @@
+"""PyTorch eager baseline: one full spectral-rollout training step of the polynomial Ouroboros.
+
+Written for this benchmark from the method specification (SPEC sections a, b, c, e), so that the
+JAX/PyTorch speed ratio can be measured in one run on one machine. It follows the reference's
+execution model ("eager" rollout backend): the RK4 rollout is a Python ``for`` loop over the
+horizon, one autograd node per operation; everything else is ordinary eager PyTorch.
+
+One training step (``train_step``) is:
+
+1. drives once from the full segment: three Mamba stacks on ``[reverse(z); z]`` (last L outputs
+   kept), heads ``omega = |linear|``, ``gamma = linear``, ``W = linear 2 -> P*P`` with the
+   structural zeros (``W[1,0] = W[0,1] = 0``, ``W[0,0] = 0`` unless ``keep_const``), zero-phase
+   Gaussian low-pass (1 ms, reflect padding) of omega, gamma and all P*P channels of W, and K
+   recomputed from the filtered W on the data state;
+2. variance-normalised teacher-forced acceleration anchor over the whole segment;
+3. RK4 rollout, h = 1 sample, drive of sample k held over step k, soft-tanh (0.5 / 1.0) after
+   every step, H-1 steps, noise initial condition (rms 1e-3) on ONSET examples;
+4. multi-resolution STFT loss (periodic Hann, centred reflect-padded frames, one-sided
+   magnitudes; spectral convergence + log-magnitude L1; configs with n_fft <= H);
+5. total = spec + tf; backward; ``clip_grad_norm_(5.0)``; Adam(1e-3).
+
+Selective scan. The reference (mambapy) runs the Mamba recurrence ``h_t = a_t * h_{t-1} + b_t``
+with a Blelloch parallel scan and a hand-written backward. A sequential Python loop over the
+2L = 4410 encoder steps would make this baseline absurdly slow, so the scan here is a vectorised
+*two-level chunked scan* wrapped in a custom ``autograd.Function``: the 2L steps are cut into
+about sqrt(2L) chunks of about sqrt(2L) steps; (i) a loop over the position inside the chunk
+scans all chunks at once (each operation covers every batch element, chunk, channel and state),
+(ii) a short loop over chunks carries the chunk-final states, (iii) one broadcast multiply-add
+adds each chunk's incoming state. That is O(T) work in about 2*sqrt(T) tensor operations, exact
+(no log-space division, so no overflow for strongly decaying states), and numerically the
+sequential recurrence. The backward is the same scan run in reverse time on the output gradient
+(``g_b_t = g_h_t + a_{t+1} g_b_{t+1}``, ``g_a_t = g_b_t h_{t-1}``), so no per-step intermediates
+are stored.
+
+Parameter names follow the reference's ``state_dict`` (see ``tests/golden/README.md``), so golden
+parameters load with ``load_state_dict``; ``tests/test_baseline_torch.py`` checks the drives and
+the MRSTFT against the reference's golden values.
+
+Fairness notes (CPU): denormals are flushed to zero (``torch.set_flush_denormal``), as XLA does
+on CPU; without it the cold-start rollout (noise IC ~1e-3 raised to powers up to 15) computes on
+denormals and a step is 10-40x slower (``--keep-denormals`` measures that). The Gaussian
+low-pass runs all channels as one depthwise ``conv1d`` (identical result; the batch-of-1-channel
+layout has a pathologically slow CPU backward). Every timed call starts from the same parameters
+and a fresh Adam state, like the JAX ``train_step.py`` benchmark, on the same synthetic batch
+(``synthetic.harmonic_batch``).
+
+Usage::
+
+    python benchmarks/baseline_torch.py [--horizons 512,1024,2048] [--batch 8] [--length 2205]
+        [--repeats 3] [--threads N] [--keep-denormals] [--quick]
+
+prints one JSON object per horizon (``benchmarks/timing.py`` format). torch is a benchmark-only
+dependency (CPU wheel is enough).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import platform
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import timing  # noqa: E402  (benchmarks/timing.py)
+
+SR = 44100
+BX, BXP = 0.5, 1.0  # soft-tanh bounds on x and x' after every rollout step
+DEFAULT_CONFIGS = ((256, 64), (512, 128), (1024, 256))
+
+
+# --------------------------------------------------------------------------------------------
+# Selective scan: h_t = a_t * h_{t-1} + b_t along dim 1, h_{-1} = 0.
+
+
+def _chunked_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Inclusive linear-recurrence scan along dim 1 (no autograd); see the module docstring."""
+    bsz, t_len = a.shape[:2]
+    rest = a.shape[2:]
+    chunk = max(1, math.ceil(math.sqrt(t_len)))
+    n_chunks = math.ceil(t_len / chunk)
+    pad = n_chunks * chunk - t_len
+    if pad:  # padding at the end never influences earlier states
+        a = torch.cat([a, a.new_ones((bsz, pad, *rest))], 1)
+        b = torch.cat([b, b.new_zeros((bsz, pad, *rest))], 1)
+    a = a.reshape(bsz, n_chunks, chunk, *rest)
+    h = b.reshape(bsz, n_chunks, chunk, *rest).clone()
+    acum = a.clone()
+    for i in range(1, chunk):  # scan inside every chunk at once, zero incoming state
+        h[:, :, i].addcmul_(a[:, :, i], h[:, :, i - 1])
+        acum[:, :, i].mul_(acum[:, :, i - 1])
+    carry = h.new_zeros((bsz, *rest))
+    incoming = [carry]
+    for j in range(n_chunks - 1):  # state entering chunk j + 1
+        carry = h[:, j, -1] + acum[:, j, -1] * carry
+        incoming.append(carry)
+    h.addcmul_(acum, torch.stack(incoming, 1).unsqueeze(2))
+    return h.reshape(bsz, n_chunks * chunk, *rest)[:, :t_len]
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        h = _chunked_scan(a, b)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):
+        a, h = ctx.saved_tensors
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1)
+        gb = _chunked_scan(a_next.flip(1), gh.flip(1)).flip(1)
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)
+        return gb * h_prev, gb
+
+
+def selective_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _SelectiveScan.apply(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int):
+        super().__init__()
+        self.d_inner = d_inner = expand * d_model
+        self.dt_rank = dt_rank = math.ceil(d_model / 16)
+        self.d_state = d_state
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        with torch.no_grad():
+            self.dt_proj.weight.uniform_(-dt_rank ** -0.5, dt_rank ** -0.5)
+            dt0 = torch.exp(torch.rand(d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+            self.dt_proj.bias.copy_(dt0 + torch.log(-torch.expm1(-dt0)))  # softplus^-1(dt0)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+
+    def forward(self, u):  # (B, T, d_model)
+        t_len = u.shape[1]
+        xb, zb = self.in_proj(u).chunk(2, dim=-1)
+        xb = F.silu(self.conv1d(xb.transpose(1, 2))[:, :, :t_len].transpose(1, 2))
+        d_raw, b_t, c_t = self.x_proj(xb).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(d_raw))  # (B, T, d_inner)
+        a_mat = -torch.exp(self.A_log)  # (d_inner, N)
+        a_bar = torch.exp(delta.unsqueeze(-1) * a_mat)  # (B, T, d_inner, N)
+        bx = (delta * xb).unsqueeze(-1) * b_t.unsqueeze(2)  # (B, T, d_inner, N)
+        h = selective_scan(a_bar, bx)
+        y = (h @ c_t.unsqueeze(-1)).squeeze(-1) + self.D * xb
+        return self.out_proj(y * F.silu(zb))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, d_model, d_state, d_conv, expand):
+        super().__init__()
+        self.mixer = MambaMixer(d_model, d_state, d_conv, expand)
+        self.norm = RMSNorm(d_model)
+
+    def forward(self, x):
+        return self.mixer(self.norm(x)) + x
+
+
+class MambaStack(nn.Module):
+    def __init__(self, n_layers, d_model=2, d_state=4, d_conv=4, expand=10):
+        super().__init__()
+        self.layers = nn.ModuleList(ResidualBlock(d_model, d_state, d_conv, expand) for _ in range(n_layers))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class PolyKernel(nn.Module):
+    def __init__(self, n_terms: int, z_dim: int = 2):
+        super().__init__()
+        self.P = n_terms + 1
+        self.weights = nn.Linear(z_dim, self.P * self.P)
+
+
+def gaussian_lowpass(y: torch.Tensor, sigma: float, cap_len: bool = True) -> torch.Tensor:
+    """Zero-phase Gaussian low-pass along the last axis, reflect padding, same-length output."""
+    n = y.shape[-1]
+    r = max(1, round(3 * sigma))
+    if cap_len:
+        r = min(r, n - 1)
+    taps = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=y.dtype) / sigma) ** 2)
+    taps = taps / taps.sum()
+    lead = y.shape[:-1]
+    # All channels as the channels of one depthwise conv: same result as a (channels, 1, n)
+    # batch through a 1-channel conv, but its CPU backward is ~30x faster.
+    z = F.pad(y.reshape(1, -1, n), (r, r), mode="reflect")
+    m = z.shape[1]
+    return F.conv1d(z, taps.view(1, 1, -1).expand(m, 1, -1), groups=m).reshape(*lead, n)
+
+
+def poly_powers(x: torch.Tensor, P: int) -> torch.Tensor:
+    return torch.pow(x.unsqueeze(-1), torch.arange(P, dtype=x.dtype))
+
+
+class Ouroboros(nn.Module):
+    """Polynomial Ouroboros (drives only; the ODE is integrated by `rollout`)."""
+
+    def __init__(self, n_terms=15, n_layers=3, d_state=4, d_conv=4, expand=10, drive_lowpass_ms=1.0,
+                 keep_const=True, tau=1.0 / SR, dt=1.0 / SR):
+        super().__init__()
+        self.P = n_terms + 1
+        self.tau, self.dt = tau, dt
+        self.drive_lowpass_ms, self.keep_const = drive_lowpass_ms, keep_const
+        self.omega_mamba = MambaStack(n_layers, 2, d_state, d_conv, expand)
+        self.gamma_mamba = MambaStack(n_layers, 2, d_state, d_conv, expand)
+        self.kernel_mamba = MambaStack(n_layers, 2, d_state, d_conv, expand)
+        self.omega_net = nn.Linear(2, 1)
+        self.gamma_net = nn.Linear(2, 1)
+        self.kernel = PolyKernel(n_terms, 2)
+        if keep_const:
+            with torch.no_grad():
+                self.kernel.weights.weight[0].zero_()
+                self.kernel.weights.bias[0].zero_()
+        mask = torch.ones(self.P, self.P)
+        mask[1, 0] = mask[0, 1] = 0.0
+        if not keep_const:
+            mask[0, 0] = 0.0
+        self.register_buffer("w_mask", mask, persistent=False)
+
+    def drives(self, x: torch.Tensor, dxdt: torch.Tensor):
+        """x, dxdt: (B, L). Returns omega, gamma, K (B, L), W (B, L, P, P) and z2 (B, L)."""
+        bsz, n = x.shape
+        z2 = dxdt * (self.tau / self.dt)
+        z = torch.stack([x, z2], -1)
+        u = torch.cat([z.flip(1), z], 1)
+        e_om = self.omega_mamba(u)[:, n:]
+        e_ga = self.gamma_mamba(u)[:, n:]
+        e_ke = self.kernel_mamba(u)[:, n:]
+        omega = self.omega_net(e_om).squeeze(-1).abs()
+        gamma = self.gamma_net(e_ga).squeeze(-1)
+        W = self.kernel.weights(e_ke).view(bsz, n, self.P, self.P) * self.w_mask
+        if self.drive_lowpass_ms > 0:
+            sigma = self.drive_lowpass_ms / 1000.0 / self.dt
+            omega = gaussian_lowpass(omega, sigma)
+            gamma = gaussian_lowpass(gamma, sigma)
+            Wf = gaussian_lowpass(W.reshape(bsz, n, -1).transpose(1, 2), sigma)
+            W = Wf.transpose(1, 2).reshape(bsz, n, self.P, self.P) * self.w_mask
+        K = kernel_value(W, x, z2)
+        return omega, gamma, K, W, z2
+
+
+def kernel_value(W, x, v):
+    """sum_ij W[..., i, j] x^i v^j for W (..., P, P), x and v (...)."""
+    P = W.shape[-1]
+    return (poly_powers(x, P).unsqueeze(-2) @ W @ poly_powers(v, P).unsqueeze(-1)).squeeze(-1).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Rollout and losses
+
+
+def rollout(omega, gamma, W, x0, v0, H: int) -> torch.Tensor:
+    """Eager RK4 rollout, h = 1, drives of sample k held over step k, soft-tanh after each step."""
+    P = W.shape[-1]
+    pw = torch.arange(P, dtype=x0.dtype)
+    om2 = omega[:, :H] ** 2
+    ga = gamma[:, :H]
+    x, v = x0, v0
+    out = [x]
+    for k in range(H - 1):
+        o2, g, Wk = om2[:, k], ga[:, k], W[:, k]
+
+        def f(xs, vs):
+            K = (torch.pow(xs.unsqueeze(-1), pw).unsqueeze(1) @ Wk @ torch.pow(vs.unsqueeze(-1), pw).unsqueeze(-1))
+            return vs, -o2 * xs - g * vs - K.view(-1)
+
+        k1x, k1v = f(x, v)
+        k2x, k2v = f(x + 0.5 * k1x, v + 0.5 * k1v)
+        k3x, k3v = f(x + 0.5 * k2x, v + 0.5 * k2v)
+        k4x, k4v = f(x + k3x, v + k3v)
+        x = x + (k1x + 2 * k2x + 2 * k3x + k4x) / 6
+        v = v + (k1v + 2 * k2v + 2 * k3v + k4v) / 6
+        x = BX * torch.tanh(x / BX)
+        v = BXP * torch.tanh(v / BXP)
+        out.append(x)
+    return torch.stack(out, 1)
+
+
+def configs_for(H: int, configs=DEFAULT_CONFIGS):
+    kept = [(n, h) for n, h in configs if n <= H]
+    if not kept:
+        n = max(16, H // 2)
+        kept = [(n, max(1, n // 4))]
+    return kept
+
+
+def stft_mag(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    win = torch.hann_window(n_fft, periodic=True, dtype=y.dtype)
+    return torch.stft(y, n_fft, hop_length=hop, win_length=n_fft, window=win, center=True, pad_mode="reflect",
+                      normalized=False, onesided=True, return_complex=True).abs()
+
+
+def mrstft_loss(pred: torch.Tensor, target: torch.Tensor, configs) -> torch.Tensor:
+    """DDSP-style MRSTFT: mean over configs of mean_b (spectral convergence + log-magnitude L1)."""
+    total = 0.0
+    for n_fft, hop in configs:
+        A, G = stft_mag(pred, n_fft, hop), stft_mag(target, n_fft, hop)
+        sc = torch.linalg.vector_norm(G - A, dim=(-2, -1)) / (torch.linalg.vector_norm(G, dim=(-2, -1)) + 1e-8)
+        lm = (torch.log(G + 1e-5) - torch.log(A + 1e-5)).abs().mean(dim=(-2, -1))
+        total = total + (sc + lm).mean()
+    return total / len(configs)
+
+
+def spectral_rollout_loss(model: Ouroboros, x, dxdt, d2x, H, tf_var, ic_mask, ic_noise_rms=1e-3,
+                          configs=DEFAULT_CONFIGS, lam_spec=1.0, lam_tf=1.0):
+    omega, gamma, K, W, z2 = model.drives(x, dxdt)
+    acc = -omega ** 2 * x - gamma * z2 - K
+    l_tf = ((acc - d2x) ** 2).mean() / max(float(tf_var), 1e-6)
+    m = ic_mask.to(x.dtype)
+    x0 = (x[:, 0] * (1 - m) + ic_noise_rms * torch.randn_like(m) * m).detach()
+    v0 = (z2[:, 0] * (1 - m) + ic_noise_rms * torch.randn_like(m) * m).detach()
+    xhat = rollout(omega, gamma, W, x0, v0, H)
+    l_spec = mrstft_loss(xhat, x[:, :H], configs_for(H, configs))
+    return {"spec": l_spec, "tf": l_tf, "total": lam_spec * l_spec + lam_tf * l_tf}
+
+
+def train_step(model, opt, batch, H, tf_var, grad_clip=5.0):
+    x, dxdt, d2x, ic_mask = batch
+    opt.zero_grad(set_to_none=True)
+    losses = spectral_rollout_loss(model, x, dxdt, d2x, H, tf_var, ic_mask)
+    total = losses["total"]
+    if torch.isfinite(total):  # the reference skips the update on a non-finite loss
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+    return total.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic batch and CLI
+
+DEFAULTS = {"horizons": "512,1024,2048", "batch": 8, "length": 2205, "n_terms": 15, "n_layers": 3, "d_state": 4,
+            "d_conv": 4, "expand": 10, "repeats": 3, "warmup": 1}
+QUICK = {"horizons": "32,64", "batch": 2, "length": 256, "n_terms": 3, "n_layers": 1, "d_state": 2, "d_conv": 4,
+         "expand": 2, "repeats": 1, "warmup": 0}
+
+
+def synthetic_batch(B: int, L: int, seed: int = 0):
+    """The JAX benchmarks' fixed batch (`synthetic.harmonic_batch`: harmonic tones at 44.1 kHz, the
+    first half cold start / ONSET) as torch tensors (x, dxdt, d2x, ic_mask)."""
+    from synthetic import harmonic_batch  # benchmarks/synthetic.py (NumPy data, needs ouroboros_jax)
+
+    b = harmonic_batch(B, L, float(SR), 1.0, seed)
+    return (torch.from_numpy(np.asarray(b.x)), torch.from_numpy(np.asarray(b.dxdt)),
+            torch.from_numpy(np.asarray(b.d2x)), torch.from_numpy(np.asarray(b.cold_start)))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--horizons", help=f"comma-separated rollout horizons H (default {DEFAULTS['horizons']})")
+    p.add_argument("--batch", type=int, help="segments per step B (default 8)")
+    p.add_argument("--length", type=int, help="segment length L in samples (default 2205)")
+    p.add_argument("--n-terms", type=int, help="polynomial nTerms, P = nTerms + 1 (default 15)")
+    p.add_argument("--n-layers", type=int, help="Mamba layers per encoder (default 3)")
+    p.add_argument("--d-state", type=int, help="Mamba state size N (default 4)")
+    p.add_argument("--d-conv", type=int, help="Mamba conv width (default 4)")
+    p.add_argument("--expand", type=int, help="Mamba expand factor (default 10)")
+    p.add_argument("--repeats", type=int, help="timed steps per horizon (default 3)")
+    p.add_argument("--warmup", type=int, help="untimed steps after the first (default 1)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="do not flush denormals to zero (torch's default; XLA on CPU flushes them)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run of seconds: {QUICK}, unless those flags are given explicitly")
+    a = p.parse_args(argv)
+    for name, value in (QUICK if a.quick else DEFAULTS).items():
+        if getattr(a, name) is None:
+            setattr(a, name, value)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    # XLA on CPU flushes denormals to zero; torch does not by default, and the cold-start rollout
+    # (|x| ~ 1e-3 raised to powers up to 15) then runs on denormals, 10-40x slower.
+    flush = torch.set_flush_denormal(not a.keep_denormals) and not a.keep_denormals
+    torch.manual_seed(a.seed)
+    horizons = [int(h) for h in a.horizons.split(",") if h]
+    if max(horizons) > a.length:
+        p.error(f"horizon {max(horizons)} > length {a.length}")
+
+    model = Ouroboros(a.n_terms, a.n_layers, a.d_state, a.d_conv, a.expand)
+    batch = synthetic_batch(a.batch, a.length, a.seed)
+    tf_var = max(float(batch[2].double().var(unbiased=True)), 1e-6)
+    params = list(model.parameters())
+    initial = [q.detach().clone() for q in params]
+    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+
+    def run(H):
+        # Every timed call starts from the same state (initial parameters, fresh Adam), as the JAX
+        # benchmark does, so every call does the same work; the reset is ~50 tiny copies.
+        with torch.no_grad():
+            for q, q0 in zip(params, initial):
+                q.copy_(q0)
+        opt.state.clear()
+        return train_step(model, opt, batch, H, tf_var, a.grad_clip)
+
+    device = {"platform": "cpu", "kind": "torch_cpu", "count": 1, "cpu": platform.processor() or platform.machine()}
+    for H in horizons:
+        stats = timing.measure(lambda: run(H), lambda r: r, repeats=a.repeats, warmup=a.warmup)
+        timing.emit({
+            "benchmark": "train_step", "what": "train_step", "impl": "torch_eager",
+            "B": a.batch, "L": a.length, "P": a.n_terms + 1, "n_layers": a.n_layers, "d_state": a.d_state,
+            "d_conv": a.d_conv, "expand": a.expand, "H": H, "n_stft_configs": len(configs_for(H)),
+            "config": {"n_poly": a.n_terms + 1, "n_layers": a.n_layers, "d_state": a.d_state, "d_conv": a.d_conv,
+                       "expand_factor": a.expand, "batch": a.batch, "segment_len": a.length, "horizon": H,
+                       "dtype": "float32"},
+            "quick": a.quick, "device": device, "versions": {**timing.versions(), "torch": torch.__version__},
+            "torch_threads": torch.get_num_threads(), "flush_denormal": flush, **stats,
+            "samples_per_s": a.batch * H / stats["median_s"],
+        })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""S seeds in one vmapped program against S separate runs of the 1-seed program.
+
+    python benchmarks/seed_scaling.py                        # small model, S 1, 2, 4, 8, 16
+    python benchmarks/seed_scaling.py --model default --seeds 1,4 --horizon 512
+    python benchmarks/seed_scaling.py --quick                # tiny shapes, a smoke test
+
+An epoch is `--n_batches` steps of `--batch_size` segments (`SeedProgram.run_epoch`). One JSON
+line per S: the timing (`first_call_s`: compile plus one epoch; `median_s`, ...) of one epoch of
+all S seeds stacked in one call; `separate`, the timing of S sequential 1-seed epochs (what S
+independent runs cost, minus their compiles); `separate_over_one`, the ratio of the medians (> 1:
+the one program is faster); and `samples_per_s` = S n_batches B H / median of the one program.
+The 1-seed program is compiled once, before the grid (`single_seed_first_call_s`). Every timed
+epoch starts from the same fresh states, so every call does the same work.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
+from ouroboros_jax.model.mamba import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, seed_keys
+from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
+from synthetic import MODELS, harmonic_batch
+from timing import device_info, emit, measure, versions
+
+QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
+
+flags.DEFINE_enum("model", "small", sorted(MODELS), "Model size; small: n_kernels 3, n_layers 2, d_state 2, expand 2.")
+flags.DEFINE_list("seeds", ["1", "2", "4", "8", "16"], "Seed counts S.")
+flags.DEFINE_integer("n_batches", 8, "Steps per epoch (the training set is n_batches * batch_size segments).")
+flags.DEFINE_integer("batch_size", 8, "Segments per step B.")
+flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s at 44.1 kHz).")
+flags.DEFINE_integer("horizon", 512, "Rollout horizon H (<= segment_len).")
+flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS, "Selective-scan implementation of the encoders.")
+flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.")
+flags.DEFINE_integer("repeats", 3, "Timed epochs per configuration.")
+flags.DEFINE_integer("warmup", 1, "Untimed epochs after the first (compiling) one.")
+flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if FLAGS.quick:
+        for name, value in QUICK.items():
+            if not FLAGS[name].present:
+                FLAGS[name].value = value
+    if FLAGS.horizon > FLAGS.segment_len:
+        raise app.UsageError(f"--horizon={FLAGS.horizon}: cannot exceed --segment_len={FLAGS.segment_len}")
+    model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
+    segments = harmonic_batch(FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len, model.sample_rate,
+                              model.time_scale)
+    tf_var = teacher_acceleration_variance(segments.d2x)
+    data = SeedData(*(jnp.asarray(a) for a in segments))
+    optimizer = make_optimizer()
+    rollout = RolloutConfig(unroll=FLAGS.unroll)
+    program = SeedProgram(model_graphdef(model), optimizer, FLAGS.batch_size, max_consecutive_skips=50,
+                          rollout=rollout)
+    config = StepConfig(horizon=FLAGS.horizon, rollout=rollout)
+
+    def epoch(seed_ids):
+        """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
+        states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
+        return lambda: program.run_epoch(states, progress, data, LossWeights(), tf_var, config)
+
+    separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]
+    single = measure(separate_runs[0], jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)
+    for n_seeds in map(int, FLAGS.seeds):
+        # S = 1 is the 1-seed program itself, already compiled and timed above.
+        one = single if n_seeds == 1 else measure(epoch(list(range(n_seeds))), jax.block_until_ready,
+                                                  FLAGS.repeats, FLAGS.warmup)
+        # Each separate run finishes before the next starts, as S runs one after another would.
+        separate = measure(lambda: [jax.block_until_ready(run()) for run in separate_runs[:n_seeds]],
+                           jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)
+        emit({"benchmark": "seed_scaling", "impl": "jax",
+              "config": {"model": FLAGS.model, "n_poly": model.n_poly, "seeds": n_seeds, "n_batches": FLAGS.n_batches,
+                         "batch": FLAGS.batch_size, "segment_len": FLAGS.segment_len, "horizon": FLAGS.horizon,
+                         "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan), "unroll": FLAGS.unroll, "dtype": "float32"},
+              "device": device_info(), "versions": versions(),
+              **one, "separate": separate, "single_seed_first_call_s": single["first_call_s"],
+              "separate_over_one": separate["median_s"] / one["median_s"],
+              "samples_per_s": n_seeds * FLAGS.n_batches * FLAGS.batch_size * FLAGS.horizon / one["median_s"]})
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,54 @@
+"""Synthetic training data and model sizes shared by `train_step.py` and `seed_scaling.py`.
+
+Timings do not depend on what the audio says, only on its shape, so the benchmarks train on
+harmonic tones instead of recordings: no data files, and the same batch on every machine.
+"""
+
+import numpy as np
+
+from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.step import Batch
+
+MODELS = {
+    "default": ModelConfig(),  # the reference CLI defaults: P 16, 3 layers, d_state 4, d_conv 4, expand 10
+    "small": ModelConfig(n_kernels=3, n_layers=2, d_state=2, expand_factor=2),
+}
+
+_FADE_IN_S = 0.002  # onset ramp: a step from silence would be an unrealistically broadband click
+
+
+def harmonic_batch(n: int, length: int, sample_rate: float = 44100.0, time_scale: float = 1.0,
+                   seed: int = 0) -> Batch:
+    """n segments of a three-harmonic tone (f0 in 1.5..3 kHz, random phases), half of them cold start.
+
+    The cold-start (ONSET-like) half is silent for its first quarter and then fades in, as a
+    segment cut around a syllable onset would be; the other half is tone throughout.
+
+    Args:
+      n: number of segments B.
+      length: segment length L in samples.
+      sample_rate: Hz.
+      time_scale: tau / dt of the model (`ModelConfig.time_scale`); scales the teacher acceleration.
+      seed: NumPy seed of the frequencies and phases.
+
+    Returns:
+      `Batch` of float32 NumPy arrays x, dxdt, d2x: (n, L), and cold_start: (n,) bool.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / sample_rate
+    f0 = rng.uniform(1500.0, 3000.0, (n, 1, 1))
+    phase = rng.uniform(0.0, 2.0 * np.pi, (n, 3, 1))
+    harmonic = np.arange(1, 4)[None, :, None]
+    amplitude = 0.5 ** np.arange(3)[None, :, None]
+    x = 0.2 * np.sum(amplitude * np.sin(2.0 * np.pi * harmonic * f0 * t + phase), axis=1)
+    cold_start = np.arange(n) < n // 2
+    onset = length // 4
+    ramp = np.clip((np.arange(length) - onset) / (_FADE_IN_S * sample_rate), 0.0, 1.0)
+    x[cold_start] *= ramp
+    return Batch(
+        x=x.astype(np.float32),
+        dxdt=first_derivative(x).astype(np.float32),
+        d2x=(second_derivative(x) * time_scale**2).astype(np.float32),
+        cold_start=cold_start,
+    )
