@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import pathlib
-import struct
 import subprocess
 import sys
 
@@ -12,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 import soundfile as sf
-from tensorboardX.proto import event_pb2
 
 from ouroboros_jax.data import DataConfig
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training import run as run_module
 from ouroboros_jax.training.checkpoints import Checkpoints
+from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import SEED_CV_COLUMNS
 from ouroboros_jax.training.run import RunConfig, train_and_evaluate
 from ouroboros_jax.training.seeds import SeedProgram
@@ -131,21 +130,6 @@ def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path,
     assert rows[0]["val_autonomy"] == ""  # NaN is written as an empty cell
 
 
-def read_scalars(event_dir: pathlib.Path) -> dict[str, list[float]]:
-    """Tags and values of tensorboardX event files (TFRecord: length, crc, Event proto, crc)."""
-    scalars: dict[str, list[float]] = {}
-    for path in sorted(event_dir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
-            offset += 16 + length
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append(value.simple_value)
-    return scalars
-
-
 MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds
     "data_dir", "n_train_files", "n_val_files", "n_test_files", "selected_seed", "selected_lambda",
     "selected_val_autonomy", "selected_test_autonomy", "selected_test_breakdown", "context_len_s",
@@ -193,7 +177,7 @@ def test_demo_flagfile_end_to_end(tmp_path):
     np.testing.assert_allclose(np.abs(audio).max(), round(0.95 * 32767), atol=1)
 
     run_info = json.loads((out / "run.json").read_text())
-    scalars = read_scalars(out / "seed0")
+    scalars = {tag: values for tag, (_, values) in read_scalars(out / "seed0").items()}
     steps_per_epoch = run_info["batches_per_epoch"]
     for tag in ("Loss/spec", "Loss/tf", "Loss/total", "Train/H", "Train/lam_spec_t", "Train/lam_env_t",
                 "Health/rms_ratio", "Health/pinned_frac"):

@@ -36,6 +36,9 @@ class Checkpoints:
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
 
+    def epochs(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def save(self, epoch: int, state, meta: dict) -> None:
         """Saves the pytree `state` and the JSON-able `meta` as the checkpoint of `epoch`."""
         self._manager.save(

@@ -114,6 +114,16 @@ class RunConfig:
     def cull_epoch(self) -> int:
         return max(1, round(self.cull_frac * self.n_epochs))
 
+    @classmethod
+    def from_record(cls, fields: dict, out_dir: str, n_epochs: int) -> "RunConfig":
+        """The config whose `fingerprint()` is `fields` (as stored in run.json and checkpoints)."""
+        f = dict(fields)
+        f["data"] = DataConfig(**{**f["data"], "ratio": tuple(f["data"]["ratio"])})
+        f["model"] = ModelConfig(**f["model"])
+        f["loss"] = LossWeights(*f["loss"])
+        f["spec_configs"] = tuple(map(tuple, f["spec_configs"]))
+        return cls(**f, out_dir=out_dir, n_epochs=n_epochs)
+
     def fingerprint(self) -> dict:
         """What must not change when a run is resumed (everything but the output dir and the epochs)."""
         fields = dataclasses.asdict(self)
@@ -126,6 +136,31 @@ def _learning_rate(config: RunConfig, steps_per_epoch: int):
     if config.lr_schedule == "cosine":
         return optax.cosine_decay_schedule(config.lr, config.n_epochs * steps_per_epoch)
     return config.lr
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a run builds from its config and data: model config, optimiser, integrator, program."""
+
+    model: ModelConfig
+    optimizer: optax.GradientTransformation
+    rollout: RolloutConfig
+    program: SeedProgram
+
+    @classmethod
+    def build(cls, config: RunConfig, sample_rate: float, steps_per_epoch: int) -> "Setup":
+        model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
+        optimizer = make_optimizer(_learning_rate(config, steps_per_epoch), config.grad_clip)
+        rollout = RolloutConfig(step_size=1.0 / model.time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
+                                clamp_stages=config.clamp_stages, unroll=config.unroll)
+        program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
+                              rollout)
+        return cls(model, optimizer, rollout, program)
+
+    def restore(self, checkpoints: Checkpoints, epoch: int, seed: int, seed_ids) -> tuple[TrainState, SeedProgress]:
+        """The stacked states of `seed_ids` saved at `epoch`."""
+        like = jax.eval_shape(lambda: init_seeds(self.model, self.optimizer, seed_keys(seed, seed_ids)))
+        return checkpoints.restore(epoch, like)
 
 
 def _step_config(config: RunConfig, horizon: int, sample_rate: float, rollout: RolloutConfig) -> StepConfig:
@@ -194,19 +229,14 @@ def train_and_evaluate(config: RunConfig) -> dict:
         raise InputError(f"--data_dir={config.data.data_dir}: the validation files hold no annotated syllable, so "
                          "seeds cannot be scored; add annotations or raise --val_frac")
     sample_rate = data.sample_rate
-    model_config = dataclasses.replace(config.model, sample_rate=float(sample_rate))
-    time_scale = model_config.time_scale
+    steps_per_epoch = n_batches(len(data.x), config.batch_size)
+    setup = Setup.build(config, sample_rate, steps_per_epoch)
+    program, rollout, time_scale = setup.program, setup.rollout, setup.model.time_scale
     for horizon in {config.h_min, config.h_max}:
         if horizon > data.x.shape[1]:
             raise InputError(f"--h_max={config.h_max}: the rollout horizon cannot exceed the segment length "
                              f"{data.x.shape[1]} samples (--context_len={config.data.context_len} s at {sample_rate} Hz)")
 
-    steps_per_epoch = n_batches(len(data.x), config.batch_size)
-    optimizer = make_optimizer(_learning_rate(config, steps_per_epoch), config.grad_clip)
-    rollout = RolloutConfig(step_size=1.0 / time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
-                            clamp_stages=config.clamp_stages, unroll=config.unroll)
-    program = SeedProgram(model_graphdef(model_config), optimizer, config.batch_size, config.max_consecutive_skips,
-                          rollout)
     train_set = program.place(SeedData(
         jnp.asarray(data.x), jnp.asarray(data.dxdt), jnp.asarray(data.d2x * time_scale**2),
         jnp.asarray(data.categories == Category.ONSET),
@@ -218,15 +248,14 @@ def train_and_evaluate(config: RunConfig) -> dict:
     start = checkpoints.latest_epoch()
     if start is None:
         seed_ids = list(range(config.n_seeds))
-        states, progress = init_seeds(model_config, optimizer, seed_keys(config.data.seed, seed_ids))
+        states, progress = init_seeds(setup.model, setup.optimizer, seed_keys(config.data.seed, seed_ids))
         rows, stopped = [], {}
         start = 0
     else:
         meta = checkpoints.meta(start)
         _check_resumable(out_dir, config, meta)
         seed_ids, rows, stopped = meta["seed_ids"], meta["rows"], {int(k): v for k, v in meta["stopped"].items()}
-        like = jax.eval_shape(lambda: init_seeds(model_config, optimizer, seed_keys(config.data.seed, seed_ids)))
-        states, progress = checkpoints.restore(start, like)
+        states, progress = setup.restore(checkpoints, start, config.data.seed, seed_ids)
         console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
     write_json(out_dir / RUN_INFO, {"config": config.fingerprint(), "n_epochs": config.n_epochs,
                                     "batches_per_epoch": steps_per_epoch, "n_segments": len(data.x),
@@ -274,12 +303,11 @@ def train_and_evaluate(config: RunConfig) -> dict:
                                                          "config": config.fingerprint()})
     checkpoints.close()
     logbook.close()
-    return _finish(config, out_dir, program, states, progress, seed_ids, rows, stopped, data, val_dxdt, rollout,
-                   model_config)
+    return _finish(config, out_dir, program, states, seed_ids, rows, stopped, data, val_dxdt, rollout)
 
 
-def _finish(config, out_dir, program, states, progress, seed_ids, rows, stopped, data: TrainingData, val_dxdt,
-            rollout, model_config) -> dict:
+def _finish(config, out_dir, program, states, seed_ids, rows, stopped, data: TrainingData, val_dxdt,
+            rollout) -> dict:
     """Selection, test score, seed_cv.csv, manifest and WAV."""
     sample_rate = data.sample_rate
     scores = _score_seeds(program, states, data.val_vocalisations, val_dxdt, sample_rate)

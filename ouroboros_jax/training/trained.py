@@ -1,0 +1,96 @@
+"""A trained run read back from its directory, for synthesis, figures and conversion.
+
+    run = load_run("runs/demo")                 # newest checkpoint
+    model = run.model(run.selected_seed)        # an `Ouroboros` with that seed's parameters
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+from flax import nnx
+
+from ouroboros_jax.errors import InputError
+from ouroboros_jax.model.ouroboros import Ouroboros
+from ouroboros_jax.training.checkpoints import Checkpoints
+from ouroboros_jax.training.run import MANIFEST, RUN_INFO, RunConfig, Setup
+from ouroboros_jax.training.step import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """One checkpoint of a run: every seed it holds, and how the run integrates.
+
+    Attributes:
+      run_dir: the run directory.
+      config: the run's settings.
+      info: the content of run.json (batches_per_epoch, sample_rate, ...).
+      epoch: completed epochs of the loaded checkpoint.
+      seed_ids: seed ids of the checkpoint's stack, in stack order.
+      setup: model config (with the data's sample rate), optimiser, rollout settings.
+      states: the stacked `TrainState` of those seeds.
+    """
+
+    run_dir: pathlib.Path
+    config: RunConfig
+    info: dict
+    epoch: int
+    seed_ids: tuple[int, ...]
+    setup: Setup
+    states: TrainState
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.info["sample_rate"])
+
+    @property
+    def selected_seed(self) -> int:
+        """The seed the run selected (its manifest), else the first seed of the checkpoint."""
+        manifest = self.run_dir / MANIFEST
+        if manifest.exists():
+            selected = json.loads(manifest.read_text()).get("selected_seed")
+            if selected in self.seed_ids:
+                return selected
+        return self.seed_ids[0]
+
+    def model(self, seed_id: int) -> Ouroboros:
+        """The `Ouroboros` of seed `seed_id` at this checkpoint."""
+        if seed_id not in self.seed_ids:
+            raise InputError(f"--seed={seed_id}: checkpoint {self.epoch} of {self.run_dir} holds seeds "
+                             f"{list(self.seed_ids)}; a culled seed is in the checkpoint of its cull epoch (--epoch)")
+        k = self.seed_ids.index(seed_id)
+        params = jax.tree_util.tree_map(lambda a: a[k], self.states.params)
+        return nnx.merge(self.setup.program.graphdef, params)
+
+
+def load_run(run_dir, epoch: int | None = None) -> TrainedRun:
+    """Reads a run directory written by `python -m ouroboros_jax.train`.
+
+    Args:
+      run_dir: the run's `--out_dir`.
+      epoch: which checkpoint (completed epochs); None for the newest.
+
+    Raises:
+      InputError: not a run directory, no checkpoint yet, or no checkpoint at `epoch`.
+    """
+    run_dir = pathlib.Path(run_dir)
+    info_path = run_dir / RUN_INFO
+    if not info_path.is_file():
+        raise InputError(f"--run_dir={run_dir}: no {RUN_INFO}; pass the --out_dir of a training run")
+    info = json.loads(info_path.read_text())
+    config = RunConfig.from_record(info["config"], str(run_dir), info["n_epochs"])
+    setup = Setup.build(config, info["sample_rate"], info["batches_per_epoch"])
+    checkpoints = Checkpoints(run_dir / "checkpoints", config.max_saved)
+    try:
+        available = checkpoints.epochs()
+        if not available:
+            raise InputError(f"--run_dir={run_dir}: no checkpoint yet; wait for the first --save_freq epochs")
+        epoch = available[-1] if epoch is None else epoch
+        if epoch not in available:
+            raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
+        seed_ids = tuple(checkpoints.meta(epoch)["seed_ids"])
+        states, _ = setup.restore(checkpoints, epoch, config.data.seed, seed_ids)
+    finally:
+        checkpoints.close()
+    return TrainedRun(run_dir, config, info, epoch, seed_ids, setup, states)
