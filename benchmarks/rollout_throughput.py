@@ -19,7 +19,7 @@ from absl import app, flags
 from ouroboros_jax.dynamics import RolloutConfig, rollout
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import structural_mask
-from timing import device_info, emit, measure, versions
+from timing import apply_quick, device_info, emit, measure, versions
 
 # name -> fn(drives, x0, v0, horizon, config) -> x_hat (B, H). A new backend is one entry here.
 BACKENDS = {"scan": rollout}
@@ -74,9 +74,7 @@ def compiled(backend, mode: str, horizon: int, config: RolloutConfig):
 def main(argv):
     del argv
     if FLAGS.quick:
-        for name, value in QUICK.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
+        apply_quick(FLAGS, QUICK)
     for name, allowed in ("backend", BACKENDS), ("modes", MODES):
         if unknown := set(FLAGS[name].value) - set(allowed):
             raise app.UsageError(f"--{name}: unknown {sorted(unknown)}; use any of {sorted(allowed)}")

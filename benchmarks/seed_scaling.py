@@ -25,7 +25,7 @@ from ouroboros_jax.model.mamba import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 from synthetic import MODELS, harmonic_batch
-from timing import device_info, emit, measure, versions
+from timing import apply_quick, device_info, emit, measure, versions
 
 QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
 
@@ -46,9 +46,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     if FLAGS.quick:
-        for name, value in QUICK.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
+        apply_quick(FLAGS, QUICK)
     if FLAGS.horizon > FLAGS.segment_len:
         raise app.UsageError(f"--horizon={FLAGS.horizon}: cannot exceed --segment_len={FLAGS.segment_len}")
     model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)

@@ -43,3 +43,10 @@ def measure(run: Callable[[], object], block: Callable[[object], object], repeat
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
+
+
+def apply_quick(flag_values, preset: dict) -> None:
+    """`--quick`: sets the preset's flags, except those given on the command line."""
+    for name, value in preset.items():
+        if not flag_values[name].present:
+            flag_values[name].value = value

@@ -21,7 +21,7 @@ from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
 from ouroboros_jax.model.mamba import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
 from synthetic import MODELS, harmonic_batch
-from timing import device_info, emit, measure, versions
+from timing import apply_quick, device_info, emit, measure, versions
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}
 
@@ -40,9 +40,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     if FLAGS.quick:
-        for name, value in QUICK.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
+        apply_quick(FLAGS, QUICK)
     horizons = [int(h) for h in FLAGS.horizons]
     if max(horizons) > FLAGS.segment_len:
         raise app.UsageError(f"--horizons={','.join(FLAGS.horizons)}: a horizon cannot exceed "

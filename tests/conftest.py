@@ -23,3 +23,18 @@ def golden_json():
     import json
 
     return json.loads((GOLDEN_DIR / "reference_golden.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny trained run shared by the commands that read runs: (run_dir, manifest).
+
+    The bundled finch, 2 seeds, 2 epochs at one horizon (one compilation), checkpoints after
+    epochs 1 and 2.
+    """
+    from ouroboros_jax.training.run import train_and_evaluate
+    from tests.test_run import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_config(run_dir, n_epochs=2, save_freq=1, h_min=64, h_max=64, h_schedule="const")
+    return run_dir, train_and_evaluate(config)

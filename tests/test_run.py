@@ -20,6 +20,7 @@ from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import SEED_CV_COLUMNS
 from ouroboros_jax.training.run import RunConfig, train_and_evaluate
 from ouroboros_jax.training.seeds import SeedProgram
+from ouroboros_jax.training.trained import load_run
 
 REPO = pathlib.Path(__file__).parent.parent
 # The bundled finch at 32 kHz, cut to 10 ms windows with 4 ms of lead-in, and a tiny model.
@@ -116,8 +117,8 @@ def breakdown(bounded):
 
 
 def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path, monkeypatch):
-    def scores(program, states, vocalisations, dxdt, sample_rate, rescale=False):
-        if len(states.step) == 3:  # before culling: seed 0 NaN, seeds 1 and 2 tie on autonomy
+    def scores(vocalisations, outputs, sample_rate, rescale=False):
+        if len(outputs) == 3:  # before culling: seed 0 NaN, seeds 1 and 2 tie on autonomy
             return [(math.nan, breakdown(1.0)), (-1.0, breakdown(0.5)), (-1.0, breakdown(1.0))]
         return [(-0.5, breakdown(1.0))]
 
@@ -128,6 +129,9 @@ def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path,
     assert {k: rows[k]["status"] for k in rows} == {0: "culled", 1: "culled", 2: "finished"}
     assert rows[0]["stopped_epoch"] == rows[1]["stopped_epoch"] == "2" and rows[2]["stopped_epoch"] == "4"
     assert rows[0]["val_autonomy"] == ""  # NaN is written as an empty cell
+    # The culled seeds' last states are in the checkpoint their rows name.
+    assert rows[0]["ckpt"] == rows[1]["ckpt"] == "checkpoints/2"
+    assert load_run(tmp_path, epoch=2).seed_ids == (0, 1, 2) and load_run(tmp_path).seed_ids == (2,)
 
 
 MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds

@@ -18,7 +18,7 @@ from ouroboros_jax.data.sampler import (
 )
 from ouroboros_jax.data.segmenter import SegmenterConfig, band_power_envelope, find_syllables
 from ouroboros_jax.data.splits import FileSplit, file_level_split, stratified_split
-from ouroboros_jax.data.vocalisations import cold_start_vocalisations
+from ouroboros_jax.data.vocalisations import cold_start_vocalisations, cold_start_window
 
 __all__ = [
     "EXAMPLE_DATA",
@@ -35,6 +35,7 @@ __all__ = [
     "band_power_envelope",
     "category_counts",
     "cold_start_vocalisations",
+    "cold_start_window",
     "example_data_dir",
     "file_level_split",
     "find_syllables",

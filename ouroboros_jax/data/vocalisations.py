@@ -12,6 +12,24 @@ import numpy as np
 from ouroboros_jax.data.recordings import Recording
 
 
+def cold_start_window(
+    audio: np.ndarray, sample_rate: int, onset_s: float, offset_s: float, silence_pad_samples: int
+) -> np.ndarray:
+    """One syllable with its lead-in: audio[max(0, on - silence_pad_samples) : off].
+
+    Args:
+      audio: (T,) a recording.
+      sample_rate: its sample rate in Hz.
+      onset_s, offset_s: the syllable in seconds; on and off are them rounded to samples.
+      silence_pad_samples: lead-in before the onset, clipped at the start of the recording.
+
+    Returns:
+      (off - max(0, on - silence_pad_samples),) a view of `audio`.
+    """
+    onset, offset = (int(round(t * sample_rate)) for t in (onset_s, offset_s))
+    return audio[max(0, onset - silence_pad_samples) : offset]
+
+
 def cold_start_vocalisations(
     recordings: Sequence[Recording], n_vocs: int, silence_pad_samples: int
 ) -> np.ndarray:
@@ -36,8 +54,7 @@ def cold_start_vocalisations(
             break
         if len(r.syllables) == 0:
             continue
-        onset, offset = (int(round(t * r.sample_rate)) for t in r.syllables[0])
-        windows.append(r.audio[max(0, onset - silence_pad_samples) : offset])
+        windows.append(cold_start_window(r.audio, r.sample_rate, *r.syllables[0], silence_pad_samples))
     if not windows:
         return np.zeros((0, 0), dtype=np.float32)
     length = min(len(w) for w in windows)

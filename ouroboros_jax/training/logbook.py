@@ -6,13 +6,18 @@ Loss/total, Loss/nan_skip (1.0 on skipped steps), Train/H, Train/lam_spec_t, Tra
 Train/lam_env_log_t, Train/grad_norm, Health/rms_ratio (rollout RMS / target RMS: near 0 means
 the rollout collapsed to silence), Health/pinned_frac (fraction of rollout samples pinned at the
 soft-tanh bound); at the end of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen,
-Val/pitch_pen, Val/bounded_frac and Seed/active.
+Val/pitch_pen, Val/bounded_frac and Seed/active; at each checkpoint, for the first validation
+vocalisation, Media/target and Media/autonomous (audio, peak-normalised) and Media/specgram (the
+`figures.specgram_figure` image).
 """
 
 import pathlib
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from ouroboros_jax.evaluation import correct
+from ouroboros_jax.figures import specgram_figure
 
 STEP_SCALARS = {
     "Loss/spec": "spec", "Loss/tf": "tf", "Loss/env": "env", "Loss/env_log": "env_log", "Loss/total": "total",
@@ -27,6 +32,11 @@ _BAR = 24
 def console(message: str, *args) -> None:
     """A progress line on the terminal (absl's INFO level is left to the libraries)."""
     print(message % args if args else message, flush=True)
+
+
+def _peak_normalised(audio: np.ndarray) -> np.ndarray:
+    peak = np.abs(audio).max()
+    return audio / peak if peak > 0 else audio
 
 
 def _duration(seconds: float) -> str:
@@ -61,7 +71,7 @@ class Logbook:
                     writer.add_scalar(tag, float(values[field][k, i]), step)
                 if values["skipped"][k, i]:
                     writer.add_scalar("Loss/nan_skip", 1.0, step)
-            end = first_step + self._batches - 1
+            end = self._last_step(epoch)
             score, breakdown = scores[k]
             writer.add_scalar("Val/autonomy", score, end)
             for name in VAL_SCALARS:
@@ -69,6 +79,37 @@ class Logbook:
             writer.add_scalar("Seed/active", float(active[k]), end)
             writer.flush()
         self._summary(epoch, seed_ids, values, ran, scores, active, seconds)
+
+    def _last_step(self, epoch: int) -> int:
+        """The global step of an epoch's last batch, where per-epoch values are logged."""
+        return (epoch + 1) * self._batches - 1
+
+    def media(self, epoch: int, seed_ids, active: np.ndarray, vocalisation: np.ndarray, outputs: np.ndarray,
+              sample_rate: int):
+        """Logs a vocalisation and each active seed's autonomous output on it: audio and the specgram figure.
+
+        Args:
+          epoch: the epoch just trained (0-based).
+          seed_ids: the seeds of the stack.
+          active: (S,) seeds still training; the others are not logged.
+          vocalisation: (n,) raw vocalisation.
+          outputs: (S, n) raw autonomous outputs of the seeds on it.
+          sample_rate: Hz, of the audio.
+        """
+        step = self._last_step(epoch)
+        target = correct(vocalisation)  # detrended as scored, here and in the figure
+        for seed_id, output, is_active in zip(seed_ids, outputs, active):
+            if not is_active:
+                continue
+            output = correct(output)
+            writer = self._writer(seed_id)
+            writer.add_audio("Media/target", _peak_normalised(target), step, sample_rate=int(sample_rate))
+            if np.isfinite(output).all():  # a non-finite output has no sound; its figure shows that
+                writer.add_audio("Media/autonomous", _peak_normalised(output), step, sample_rate=int(sample_rate))
+            figure = specgram_figure(target, output, sample_rate,
+                                     title=f"seed {seed_id}, epoch {epoch + 1}: first validation vocalisation")
+            writer.add_figure("Media/specgram", figure, step)
+            writer.flush()
 
     def _summary(self, epoch, seed_ids, values, ran, scores, active, seconds):
         n_epochs = self._config.n_epochs

@@ -1,4 +1,4 @@
-"""The run's output files: `seed_cv.csv`, `selected_model.json` and the selected seed's WAV.
+"""Output files: `seed_cv.csv`, `selected_model.json`, WAVs and PNG figures.
 
 Each file is written to a temporary name and renamed, so a crash never leaves a partial file
 over a good one.
@@ -55,16 +55,34 @@ def write_seed_cv(path: pathlib.Path, rows: list[dict]) -> None:
     _write_atomic(path, buffer.getvalue().encode())
 
 
-def write_wav(path: pathlib.Path, audio: np.ndarray, sample_rate: int) -> bool:
-    """Peak-normalises to 0.95 full scale and writes int16; skips (False) a non-finite or silent output."""
+def write_wav(path: pathlib.Path, audio: np.ndarray, sample_rate: int, peak_normalise: bool = True) -> bool:
+    """Writes int16 PCM; skips (False) a non-finite or silent output.
+
+    Args:
+      path: the WAV file.
+      audio: (n,) float samples, full scale 1.0.
+      sample_rate: Hz.
+      peak_normalise: scale the peak to 0.95 full scale; otherwise keep the level, scaling down
+        only a signal whose peak would clip.
+    """
     audio = np.asarray(audio, dtype=np.float64)
     if not np.isfinite(audio).all() or not np.any(audio):
         reason = "not finite" if not np.isfinite(audio).all() else "all zero"
         logging.warning("not writing %s: the autonomous output is %s", path, reason)
         return False
     peak = np.abs(audio).max()
-    pcm = np.round(audio / peak * WAV_PEAK * 32767).astype(np.int16)
+    if not peak_normalise and peak > 1.0:
+        logging.warning("%s: the peak %.2f is above full scale; scaled down to a peak of %.2f", path, peak, WAV_PEAK)
+    gain = WAV_PEAK / peak if peak_normalise or peak > 1.0 else 1.0
+    pcm = np.round(audio * gain * 32767).astype(np.int16)
     buffer = io.BytesIO()
     sf.write(buffer, pcm, sample_rate, subtype="PCM_16", format="WAV")
     _write_atomic(path, buffer.getvalue())
     return True
+
+
+def write_png(path: pathlib.Path, figure, dpi: int) -> None:
+    """Saves a matplotlib `Figure` as a PNG of (height * dpi, width * dpi) pixels."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    _write_atomic(pathlib.Path(path), buffer.getvalue())

@@ -26,19 +26,21 @@ from ouroboros_jax.data import Category, DataConfig, TrainingData, load_training
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import autonomy_score, generate, rank_seeds
+from ouroboros_jax.evaluation import autonomy_score, correct, generate, rank_seeds
+from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights, teacher_acceleration_variance
 from ouroboros_jax.model.mamba import resolve_scan_impl
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.logbook import Logbook, console
-from ouroboros_jax.training.outputs import write_json, write_seed_cv, write_wav
+from ouroboros_jax.training.outputs import write_json, write_png, write_seed_cv, write_wav
 from ouroboros_jax.training.seeds import SeedData, SeedProgram, SeedProgress, init_seeds, n_batches, seed_keys, select_seeds
 from ouroboros_jax.training.step import LOSS_MODES, StepConfig, TrainState, make_optimizer, model_graphdef
 
 LR_SCHEDULES = ("constant", "cosine")
 ROLLOUT_BACKENDS = ("scan",)
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
+SPECGRAM = "selected_specgram.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +134,18 @@ class RunConfig:
         return json.loads(json.dumps(fields, default=str))
 
 
+def run_info(config: RunConfig, sample_rate, batches_per_epoch, n_segments, **extra) -> dict:
+    """The content of run.json: what tools need to read the run (`trained.load_run`, `monitor`, `plot`)."""
+    return {"config": config.fingerprint(), "n_epochs": config.n_epochs, "batches_per_epoch": batches_per_epoch,
+            "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_seeds)),
+            "cull_epoch": config.cull_epoch if config.culling else None, **extra}
+
+
+def checkpoint_meta(config: RunConfig, seed_ids, rows: list, stopped: dict) -> dict:
+    """The bookkeeping saved with each checkpoint: its stack's seed ids, removed seeds' rows, stop epochs."""
+    return {"seed_ids": list(seed_ids), "rows": rows, "stopped": stopped, "config": config.fingerprint()}
+
+
 def _learning_rate(config: RunConfig, steps_per_epoch: int):
     if config.lr_schedule == "cosine":
         return optax.cosine_decay_schedule(config.lr, config.n_epochs * steps_per_epoch)
@@ -172,9 +186,15 @@ def _step_config(config: RunConfig, horizon: int, sample_rate: float, rollout: R
     )
 
 
-def _score_seeds(program: SeedProgram, states: TrainState, vocalisations, dxdt, sample_rate, rescale=False):
-    """Autonomy of every seed on `vocalisations` (V, n): list of (score, breakdown)."""
-    outputs = program.autonomous_outputs(states, vocalisations, dxdt)
+def _score_seeds(vocalisations, outputs, sample_rate, rescale=False):
+    """Autonomy of every seed: a (score, breakdown) per seed.
+
+    Args:
+      vocalisations: (V, n) raw vocalisations.
+      outputs: (S, V, n) the seeds' raw autonomous outputs on them (`SeedProgram.autonomous_outputs`).
+      sample_rate: Hz.
+      rescale: score the outputs rescaled to the vocalisations' level.
+    """
     return [autonomy_score(vocalisations, out, sample_rate, rescale=rescale, cold_start=True)[::2] for out in outputs]
 
 
@@ -183,6 +203,17 @@ def _seed_row(seed_id, score, breakdown, ckpt, status, stopped_epoch) -> dict:
             **{f"val_{k}": breakdown[k] for k in ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac",
                                                    "cold_start", "rescale")},
             "status": status, "stopped_epoch": stopped_epoch}
+
+
+def _cull(config: RunConfig, epoch: int, seed_ids, scores, active: np.ndarray, stopped: dict, rows: list) -> list[int]:
+    """Ranks the seeds by validation autonomy, records the culled ones in `rows`, returns the kept indices."""
+    order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]), ~active)
+    keep = sorted(order[: config.cull_keep].tolist())
+    for k in sorted(set(range(len(seed_ids))) - set(keep)):
+        status = "diverged" if seed_ids[k] in stopped else "culled"
+        rows.append(_seed_row(seed_ids[k], *scores[k], f"checkpoints/{epoch}", status, stopped.get(seed_ids[k], epoch)))
+    console("culling after epoch %d: keeping seeds %s", epoch, [seed_ids[k] for k in keep])
+    return keep
 
 
 def _versions() -> dict:
@@ -257,15 +288,21 @@ def train_and_evaluate(config: RunConfig) -> dict:
         seed_ids, rows, stopped = meta["seed_ids"], meta["rows"], {int(k): v for k, v in meta["stopped"].items()}
         states, progress = setup.restore(checkpoints, start, config.data.seed, seed_ids)
         console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
-    write_json(out_dir / RUN_INFO, {"config": config.fingerprint(), "n_epochs": config.n_epochs,
-                                    "batches_per_epoch": steps_per_epoch, "n_segments": len(data.x),
-                                    "sample_rate": sample_rate, "seeds": list(range(config.n_seeds)),
-                                    "cull_epoch": config.cull_epoch if config.culling else None})
+    write_json(out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x)))
 
     logbook = Logbook(out_dir, config, steps_per_epoch)
     states, progress = program.place((states, progress), sharded=True)
-    epoch_seconds, compiled = [], set()
+    epoch_seconds, compiled, scores = [], set(), None
     for epoch in range(start, config.n_epochs):
+        # Culling comes first, so the checkpoint of the cull epoch holds every seed (culled ones
+        # too) and a run resumed from it culls the same way.
+        if config.culling and epoch == config.cull_epoch and len(seed_ids) > config.cull_keep:
+            if scores is None:  # resumed from the cull epoch's checkpoint
+                outputs = program.autonomous_outputs(states, data.val_vocalisations, val_dxdt)
+                scores = _score_seeds(data.val_vocalisations, outputs, sample_rate)
+            keep = _cull(config, epoch, seed_ids, scores, np.asarray(progress.active), stopped, rows)
+            states, progress = program.place(select_seeds((states, progress), keep), sharded=True)
+            seed_ids = [seed_ids[k] for k in keep]
         t0 = time.perf_counter()
         horizon = horizon_for_epoch(epoch, config.n_epochs, config.h_min, config.h_max, config.h_schedule)
         weights = warmup_weights(epoch, config.loss, config.spec_warmup_epochs, config.env_warmup_epochs)
@@ -277,7 +314,8 @@ def train_and_evaluate(config: RunConfig) -> dict:
             console("compiling the epoch program: H=%d, seeds=%d (%s)", horizon, len(seed_ids), reason)
             compiled.add(program_key)
         states, progress, metrics, ran = program.run_epoch(states, progress, train_set, weights, tf_var, step_config)
-        scores = _score_seeds(program, states, data.val_vocalisations, val_dxdt, sample_rate)
+        outputs = program.autonomous_outputs(states, data.val_vocalisations, val_dxdt)
+        scores = _score_seeds(data.val_vocalisations, outputs, sample_rate)
         active = np.asarray(progress.active)
         for k, seed_id in enumerate(seed_ids):
             if not active[k] and seed_id not in stopped:
@@ -287,20 +325,11 @@ def train_and_evaluate(config: RunConfig) -> dict:
         epoch_seconds.append(time.perf_counter() - t0)
         logbook.epoch(epoch, seed_ids, metrics, np.asarray(ran), scores, active, epoch_seconds)
         done = epoch + 1
-        if config.culling and done == config.cull_epoch:
-            order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]),
-                               ~active)
-            keep = sorted(order[: config.cull_keep].tolist())
-            for k in sorted(set(range(len(seed_ids))) - set(keep)):
-                status = "diverged" if seed_ids[k] in stopped else "culled"
-                rows.append(_seed_row(seed_ids[k], *scores[k], f"checkpoints/{done}", status,
-                                      stopped.get(seed_ids[k], done)))
-            console("culling after epoch %d: keeping seeds %s", done, [seed_ids[k] for k in keep])
-            states, progress = program.place(select_seeds((states, progress), keep), sharded=True)
-            seed_ids = [seed_ids[k] for k in keep]
-        if done == config.n_epochs or (config.save_freq > 0 and done % config.save_freq == 0):
-            checkpoints.save(done, (states, progress), {"seed_ids": seed_ids, "rows": rows, "stopped": stopped,
-                                                         "config": config.fingerprint()})
+        save = (done == config.n_epochs or (config.save_freq > 0 and done % config.save_freq == 0)
+                or (config.culling and done == config.cull_epoch))
+        if save:
+            logbook.media(epoch, seed_ids, active, data.val_vocalisations[0], outputs[:, 0], sample_rate)
+            checkpoints.save(done, (states, progress), checkpoint_meta(config, seed_ids, rows, stopped))
     checkpoints.close()
     logbook.close()
     return _finish(config, out_dir, program, states, seed_ids, rows, stopped, data, val_dxdt, rollout)
@@ -308,9 +337,10 @@ def train_and_evaluate(config: RunConfig) -> dict:
 
 def _finish(config, out_dir, program, states, seed_ids, rows, stopped, data: TrainingData, val_dxdt,
             rollout) -> dict:
-    """Selection, test score, seed_cv.csv, manifest and WAV."""
+    """Selection, test score, seed_cv.csv, manifest, WAV and figure."""
     sample_rate = data.sample_rate
-    scores = _score_seeds(program, states, data.val_vocalisations, val_dxdt, sample_rate)
+    val_outputs = program.autonomous_outputs(states, data.val_vocalisations, val_dxdt)
+    scores = _score_seeds(data.val_vocalisations, val_outputs, sample_rate)
     diverged = np.array([seed_id in stopped for seed_id in seed_ids])
     final_rows = rows + [
         _seed_row(seed_id, *scores[k], f"checkpoints/{config.n_epochs}", "diverged" if diverged[k] else "finished",
@@ -331,10 +361,12 @@ def _finish(config, out_dir, program, states, seed_ids, rows, stopped, data: Tra
                     selected_val_breakdown=scores[best][1], diverged_seeds=sorted(stopped),
                     selected_checkpoint=f"checkpoints/{config.n_epochs}", selected_stack_index=best)
     tests = data.test_vocalisations
+    shown = ("validation", data.val_vocalisations[0], val_outputs[best, 0])
     if len(tests):
-        test_dxdt = first_derivative(tests)
-        (raw,) = _score_seeds(program, best_state, tests, test_dxdt, sample_rate)
-        (rescaled,) = _score_seeds(program, best_state, tests, test_dxdt, sample_rate, rescale=True)
+        test_outputs = program.autonomous_outputs(best_state, tests, first_derivative(tests))
+        (raw,) = _score_seeds(tests, test_outputs, sample_rate)
+        (rescaled,) = _score_seeds(tests, test_outputs, sample_rate, rescale=True)
+        shown = ("test", tests[0], test_outputs[0, 0])
         manifest.update(selected_test_autonomy=raw[0], selected_test_breakdown=raw[1],
                         rescaled_test_autonomy=rescaled[0], rescaled_test_breakdown=rescaled[1])
         model = nnx.merge(program.graphdef, jax.tree_util.tree_map(lambda a: a[0], best_state.params))
@@ -343,6 +375,10 @@ def _finish(config, out_dir, program, states, seed_ids, rows, stopped, data: Tra
     else:
         logging.warning("no test vocalisations: no test score and no WAV")
         manifest.update(selected_test_autonomy=None, selected_test_breakdown={})
+    kind, vocalisation, output = shown
+    write_png(out_dir / SPECGRAM, specgram_figure(
+        correct(vocalisation), correct(output), sample_rate,
+        title=f"selected seed {seed_ids[best]}, epoch {config.n_epochs}: first {kind} vocalisation"), DPI)
     write_json(out_dir / MANIFEST, manifest)
     test = manifest["selected_test_autonomy"]
     console("selected seed %d: val autonomy %.3f, test autonomy %s; outputs in %s", seed_ids[best], scores[best][0],

@@ -22,7 +22,7 @@ from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.evaluation import autonomous_outputs
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
-from ouroboros_jax.training.step import Batch, StepConfig, StepMetrics, TrainState, init_train_state, train_step
+from ouroboros_jax.training.step import Batch, StepConfig, TrainState, init_train_state, train_step
 
 
 class SeedData(NamedTuple):
@@ -58,9 +58,13 @@ def seed_keys(seed: int, seed_ids) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
 
 
-def init_seeds(config: ModelConfig, optimizer: optax.GradientTransformation, keys: jax.Array):
-    """Stacked fresh states of S seeds and their progress. keys: (S,) -> leaves with leading S."""
-    states = jax.vmap(lambda k: init_train_state(config, optimizer, k))(keys)
+def init_seeds(config: ModelConfig, optimizer: optax.GradientTransformation, keys: jax.Array,
+               params: nnx.State | None = None):
+    """Stacked fresh states of S seeds and their progress. keys: (S,) -> leaves with leading S.
+
+    `params` (one model's, unstacked) replaces every seed's initialisation.
+    """
+    states = jax.vmap(lambda k: init_train_state(config, optimizer, k, params))(keys)
     s = keys.shape[0]
     return states, SeedProgress(jnp.ones((s,), bool), jnp.zeros((s,), jnp.int32))
 

@@ -125,10 +125,16 @@ def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
     return nnx.graphdef(nnx.eval_shape(lambda: Ouroboros(config, rngs=nnx.Rngs(0))))
 
 
-def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    """A fresh seed: parameters from `k_init`, the training key `k_train`. vmap over keys for S seeds."""
+def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformation, key: jax.Array,
+                     params: nnx.State | None = None) -> TrainState:
+    """A fresh seed: parameters from `k_init`, the training key `k_train`. vmap over keys for S seeds.
+
+    `params` replaces the initialisation (a model converted from the reference starts from its
+    trained parameters); the keys are split all the same.
+    """
     k_init, k_train = jax.random.split(key)
-    params = nnx.state(Ouroboros(config, rngs=nnx.Rngs(k_init)))
+    if params is None:
+        params = nnx.state(Ouroboros(config, rngs=nnx.Rngs(k_init)))
     return TrainState(params, optimizer.init(params), k_train, jnp.zeros((), jnp.int32))
 
 

@@ -1,0 +1,273 @@
+"""Figures of a trained model and of its training (SPEC j), as matplotlib `Figure`s.
+
+Pure functions of arrays: no files, no flags. `python -m ouroboros_jax.plot` and the training
+run load what they need, call these, and save or log the result.
+
+- `specgram_figure`: a vocalisation and the model's autonomous output on it, waveform and
+  spectrogram, on shared axes and a shared colour range.
+- `loss_panels_figure`: per-epoch loss panels of one or more runs, overlaid.
+- `drives_figure`: the drives (omega in Hz, gamma, the largest kernel weights) over time, under
+  the vocalisation's spectrogram.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: no
+window is opened, and a training run that draws a figure at every checkpoint keeps no
+reference to it in pyplot's registry of open figures.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.signal
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ouroboros_jax.model.ouroboros import Drives
+
+SPECGRAM_SIZE = (10.0, 6.0)
+LOSS_PANELS_SIZE = (8.0, 13.0)
+DRIVES_SIZE = (9.0, 8.0)
+"""Figure sizes in inches; a PNG saved at `dpi` is (height * dpi, width * dpi) pixels."""
+
+DPI = 140
+"""Resolution of the saved PNGs, as the reference's plotting script."""
+
+DYNAMIC_RANGE_DECADES = 6.0
+"""Colour range of a spectrogram: at most this many decades of magnitude (120 dB) below its peak."""
+
+WARMUP_REACHED = 0.99
+"""The spec warm-up ends at the first epoch where lam_spec_t reaches this fraction of its maximum."""
+
+LOSS_PANELS = (  # (TensorBoard tag, panel title, log y)
+    ("Loss/spec", "spec (multi-resolution STFT)", True),
+    ("Loss/tf", "tf (teacher-forced anchor)", False),
+    ("Loss/env", "env (envelope L1)", False),
+    ("Loss/env_log", "env_log (log-ratio envelope)", False),
+    ("Loss/total", "total", True),
+    ("Train/H", "rollout horizon H (samples)", False),
+    ("Train/lam_spec_t", "lam_spec_t (spec weight)", False),
+)
+
+_MAGNITUDE_FLOOR = 1e-12  # keeps log10 finite on exact silence
+
+
+def _figure(size: tuple[float, float]) -> Figure:
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _milliseconds(n: int, sample_rate: float) -> np.ndarray:
+    return np.arange(n) / sample_rate * 1000.0
+
+
+def log_spectrogram(signal: np.ndarray, sample_rate: float, n_fft: int = 512, hop: int = 128,
+                    fmax: float = 8000.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log10 magnitude of the short-time Fourier transform (Hann window), up to `fmax`.
+
+    The signal is zero-padded by half a window at both ends, so the window centres run from the
+    first sample to past the last and the spectrogram spans the whole signal.
+
+    Args:
+      signal: (n,) audio; non-finite samples give non-finite columns.
+      sample_rate: Hz.
+      n_fft: window length in samples (shortened to n for a shorter signal).
+      hop: samples between windows.
+      fmax: highest frequency kept, Hz.
+
+    Returns:
+      (times, freqs, log_magnitude): window centres (T,) in ms, frequencies (F,) in Hz, and
+      (F, T) log10 |STFT|.
+    """
+    signal = np.asarray(signal, dtype=np.float64)
+    nperseg = min(n_fft, signal.shape[-1])
+    freqs, times, stft = scipy.signal.stft(signal, fs=sample_rate, window="hann", nperseg=nperseg,
+                                           noverlap=max(nperseg - hop, 0), detrend=False, boundary="zeros")
+    keep = freqs <= fmax
+    return times * 1000.0, freqs[keep], np.log10(np.maximum(np.abs(stft[keep]), _MAGNITUDE_FLOOR))
+
+
+def _draw_spectrogram(ax, times, freqs, log_magnitude, vmin, vmax):
+    """imshow of a `log_spectrogram` with pixel edges halfway between window centres."""
+    dt = times[1] - times[0] if len(times) > 1 else 1.0
+    df = freqs[1] - freqs[0]
+    extent = (times[0] - dt / 2, times[-1] + dt / 2, freqs[0] - df / 2, freqs[-1] + df / 2)
+    image = ax.imshow(log_magnitude, origin="lower", aspect="auto", extent=extent, vmin=vmin, vmax=vmax,
+                      cmap="magma")
+    ax.set_ylabel("frequency (Hz)")
+    return image
+
+
+def specgram_figure(target: np.ndarray, output: np.ndarray, sample_rate: float, n_fft: int = 512, hop: int = 128,
+                    fmax: float = 8000.0, title: str = "") -> Figure:
+    """The 2x2 figure of SPEC (j): target (top) and autonomous output (bottom).
+
+    Left, the waveforms; the output is drawn on the target's y-limits, so an output louder than
+    the song runs off the axes. Right, the log10-magnitude spectrograms on one colour range (the
+    range of both, capped at `DYNAMIC_RANGE_DECADES` below their peak), so their levels compare.
+
+    Args:
+      target: (n,) the vocalisation as scored (detrended with `evaluation.correct`); finite.
+      output: (m,) the model's autonomous output on it, detrended too; may be non-finite.
+      sample_rate: Hz.
+      n_fft, hop, fmax: spectrogram window, hop (samples) and highest frequency (Hz).
+      title: the figure's title.
+
+    Returns:
+      The figure: axes [target waveform, target spectrogram, output waveform, output
+      spectrogram, colour bar].
+    """
+    figure = _figure(SPECGRAM_SIZE)
+    (ax_tw, ax_ts), (ax_ow, ax_os) = figure.subplots(2, 2, sharex=True)
+    spectrograms = [log_spectrogram(s, sample_rate, n_fft, hop, fmax) for s in (target, output)]
+    levels = np.concatenate([s[2][np.isfinite(s[2])] for s in spectrograms])
+    vmax = levels.max()
+    vmin = max(levels.min(), vmax - DYNAMIC_RANGE_DECADES)
+    for name, signal, ax_w, ax_s, spectrogram in (("target", target, ax_tw, ax_ts, spectrograms[0]),
+                                                   ("autonomous output", output, ax_ow, ax_os, spectrograms[1])):
+        ax_w.plot(_milliseconds(len(signal), sample_rate), signal, lw=0.4, color="k")
+        ax_w.set_ylabel("amplitude")
+        ax_w.set_title(f"{name}: waveform")
+        image = _draw_spectrogram(ax_s, *spectrogram, vmin, vmax)
+        ax_s.set_title(f"{name}: log10 |STFT|")
+    ax_ow.set_ylim(ax_tw.get_ylim())
+    # The shared time axis spans the audio, not just the spectrogram's window centres.
+    ax_tw.set_xlim(0.0, max(len(target), len(output)) / sample_rate * 1000.0)
+    for ax in (ax_ow, ax_os):
+        ax.set_xlabel("time (ms)")
+    figure.colorbar(image, ax=[ax_ts, ax_os], label="log10 magnitude")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def epoch_means(scalars: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                batches_per_epoch: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-epoch means of per-step scalars (`training.events.read_scalars`).
+
+    A value logged at global step s belongs to epoch s // batches_per_epoch (the logbook's step
+    is epoch * batches_per_epoch + batch). Non-finite values are left out of the means, so one
+    skipped step does not blank its epoch; an epoch with none finite is NaN.
+
+    Args:
+      scalars: tag -> (steps (N,), values (N,)).
+      batches_per_epoch: from the run's run.json, never assumed (DESIGN decision 10).
+
+    Returns:
+      tag -> (epochs (E,), means (E,)): the epochs with a value, counted from 1.
+    """
+    means = {}
+    for tag, (steps, values) in scalars.items():
+        epochs, index = np.unique(np.asarray(steps) // batches_per_epoch, return_inverse=True)
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        sums = np.bincount(index, weights=np.where(finite, values, 0.0), minlength=len(epochs))
+        counts = np.bincount(index, weights=finite.astype(np.float64), minlength=len(epochs))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[tag] = (epochs + 1, np.where(counts > 0, sums / counts, np.nan))
+    return means
+
+
+def warmup_end(epochs: np.ndarray, lam_spec_t: np.ndarray) -> int | None:
+    """The first epoch where lam_spec_t reaches `WARMUP_REACHED` of its maximum; None if it is never positive.
+
+    Args:
+      epochs: (E,) epoch numbers.
+      lam_spec_t: (E,) the spec weight of each epoch.
+    """
+    lam_spec_t = np.asarray(lam_spec_t, dtype=np.float64)
+    peak = np.nanmax(lam_spec_t) if np.any(np.isfinite(lam_spec_t)) else np.nan
+    if not peak > 0:
+        return None
+    return int(epochs[np.argmax(lam_spec_t >= WARMUP_REACHED * peak)])
+
+
+def loss_panels_figure(runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> Figure:
+    """Per-epoch loss panels of several runs, overlaid (`LOSS_PANELS`, top to bottom).
+
+    Each run has one colour; a faint dashed vertical line of that colour marks the epoch where
+    its spec warm-up ends (`warmup_end`). A tag a run did not log (Loss/env with --lam_env=0) is
+    left out of its panel.
+
+    Args:
+      runs: label -> the run's `epoch_means` (tag -> (epochs, means)).
+
+    Returns:
+      The figure, one axes per entry of `LOSS_PANELS`, sharing the epoch axis.
+    """
+    figure = _figure(LOSS_PANELS_SIZE)
+    axes = figure.subplots(len(LOSS_PANELS), 1, sharex=True)
+    for (tag, name, log_y), ax in zip(LOSS_PANELS, axes):
+        for colour, (label, curves) in enumerate(runs.items()):
+            if tag in curves:
+                ax.plot(*curves[tag], marker=".", lw=1.2, color=f"C{colour}", label=label)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        elif log_y:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize="medium", loc="left")
+    for colour, curves in enumerate(runs.values()):
+        end = warmup_end(*curves["Train/lam_spec_t"]) if "Train/lam_spec_t" in curves else None
+        if end is not None:
+            for ax in axes:
+                ax.axvline(end, color=f"C{colour}", ls="--", lw=0.8, alpha=0.4)
+    axes[0].legend(fontsize="small")
+    axes[-1].set_xlabel("epoch")
+    return figure
+
+
+def omega_hz(omega: np.ndarray, sample_rate: float, time_scale: float = 1.0) -> np.ndarray:
+    """omega (rad per unit of rescaled time s = t / tau) in Hz: omega / (2 pi tau), tau = time_scale * dt."""
+    return np.asarray(omega) * sample_rate / (2.0 * np.pi * time_scale)
+
+
+def largest_kernel_terms(W: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The n kernel terms (i, j) of largest mean |W_ij| over time, largest first. W: (L, P, P)."""
+    strength = np.abs(np.asarray(W)).mean(axis=0)
+    order = np.argsort(strength, axis=None, kind="stable")[::-1][:n]
+    return [tuple(int(k) for k in np.unravel_index(flat, strength.shape)) for flat in order]
+
+
+def drives_figure(target: np.ndarray, drives: Drives, sample_rate: float, time_scale: float = 1.0,
+                  n_largest: int = 6, n_fft: int = 512, hop: int = 128, fmax: float = 8000.0,
+                  title: str = "") -> Figure:
+    """The drives of one vocalisation over time, under its spectrogram, on a shared time axis.
+
+    Panels, top to bottom: the target's log10-magnitude spectrogram; omega in Hz
+    (`omega_hz`); gamma (below 0 the linear part pumps energy in); the `n_largest` kernel
+    weights W_ij by mean |W_ij|, labelled x^i x'^j.
+
+    Args:
+      target: (n,) the vocalisation (detrended with `evaluation.correct`).
+      drives: the model's drives on it, one vocalisation: omega, gamma (n,), W (n, P, P).
+      sample_rate: Hz.
+      time_scale: the model's tau / dt (`ModelConfig.time_scale`).
+      n_largest: kernel weights drawn.
+      n_fft, hop, fmax: as in `specgram_figure`.
+      title: the figure's title.
+
+    Returns:
+      The figure: axes [spectrogram, omega, gamma, kernel weights].
+    """
+    figure = _figure(DRIVES_SIZE)
+    ax_s, ax_omega, ax_gamma, ax_w = figure.subplots(4, 1, sharex=True, height_ratios=(2, 1, 1, 1.5))
+    times, freqs, log_magnitude = log_spectrogram(target, sample_rate, n_fft, hop, fmax)
+    vmax = np.nanmax(log_magnitude)
+    _draw_spectrogram(ax_s, times, freqs, log_magnitude, vmax - DYNAMIC_RANGE_DECADES, vmax)
+    ax_s.set_title("target: log10 |STFT|", fontsize="medium", loc="left")
+    t = _milliseconds(len(drives.omega), sample_rate)
+    ax_omega.plot(t, omega_hz(drives.omega, sample_rate, time_scale), lw=0.8, color="C0")
+    ax_omega.set_ylabel("omega (Hz)")
+    ax_gamma.plot(t, drives.gamma, lw=0.8, color="C1")
+    ax_gamma.axhline(0.0, color="0.6", lw=0.5)
+    ax_gamma.set_ylabel("gamma")
+    for i, j in largest_kernel_terms(drives.W, n_largest):
+        ax_w.plot(t, drives.W[:, i, j], lw=0.8, label=f"$x^{{{i}}}\\,\\dot{{x}}^{{{j}}}$")
+    ax_w.set_ylabel("kernel weight")
+    ax_w.set_title(f"the {n_largest} largest kernel weights $W_{{ij}}$, by term $x^i\\,\\dot{{x}}^j$",
+                   fontsize="medium", loc="left")
+    ax_w.legend(fontsize="small", ncol=min(n_largest, 3))
+    ax_w.set_xlabel("time (ms)")
+    ax_w.set_xlim(0.0, t[-1])
+    if title:
+        figure.suptitle(title)
+    return figure
