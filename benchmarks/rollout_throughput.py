@@ -16,13 +16,17 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from ouroboros_jax.deer import deer_rollout
 from ouroboros_jax.dynamics import RolloutConfig, rollout
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import structural_mask
 from timing import apply_quick, device_info, emit, measure, versions
 
 # name -> fn(drives, x0, v0, horizon, config) -> x_hat (B, H). A new backend is one entry here.
-BACKENDS = {"scan": rollout}
+BACKENDS = {
+    "scan": rollout,
+    "deer": lambda drives, x0, v0, horizon, config: deer_rollout(drives, x0, v0, horizon, config)[0],
+}
 MODES = ("forward", "forward_backward")
 QUICK = {"batches": ["2"], "horizons": ["64"], "unrolls": ["1", "2"], "repeats": 2}
 
