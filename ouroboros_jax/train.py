@@ -15,8 +15,8 @@ from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.mamba import SCAN_IMPLS
 from ouroboros_jax.model.ouroboros import ModelConfig
-from ouroboros_jax.training.run import LR_SCHEDULES, ROLLOUT_BACKENDS, RunConfig, train_and_evaluate
-from ouroboros_jax.training.step import LOSS_MODES
+from ouroboros_jax.training.run import LR_SCHEDULES, RunConfig, train_and_evaluate
+from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
 
 # data
 flags.DEFINE_string("data_dir", None, "Directory of <stem>.wav + <stem>.txt pairs; '@example' for the bundled finch.")
@@ -58,7 +58,9 @@ flags.DEFINE_string("spec_configs", "256,64;512,128;1024,256", "STFT n_fft,hop p
 flags.DEFINE_integer("h_min", 512, "Shortest rollout horizon (samples).")
 flags.DEFINE_integer("h_max", 2048, "Longest rollout horizon (samples).")
 flags.DEFINE_enum("h_schedule", "geom", HORIZON_SCHEDULES, "Horizon curriculum.")
-flags.DEFINE_enum("rollout_backend", "scan", ROLLOUT_BACKENDS, "How the rollout runs.")
+flags.DEFINE_enum("rollout_backend", "scan", ROLLOUT_BACKENDS, "How the rollout runs: one lax.scan, or DEER Newton iterations.")
+flags.DEFINE_integer("deer_max_iter", 30, "DEER: Newton iterations at most; an unconverged example falls back to the scan.")
+flags.DEFINE_float("deer_tol", 1e-5, "DEER: convergence threshold on the largest change of x or x' per iteration.")
 flags.DEFINE_integer("spec_warmup_epochs", 5, "Epochs over which lam_spec ramps up from 0.")
 flags.DEFINE_integer("env_warmup_epochs", 0, "Epochs over which lam_env and lam_env_log ramp up.")
 flags.DEFINE_float("ic_noise_rms", 1e-3, "RMS of the cold-start initial state on ONSET segments.")
@@ -126,7 +128,7 @@ def config_from_flags() -> RunConfig:
         h_max=FLAGS.h_max, h_schedule=FLAGS.h_schedule, spec_warmup_epochs=FLAGS.spec_warmup_epochs,
         env_warmup_epochs=FLAGS.env_warmup_epochs, ic_noise_rms=FLAGS.ic_noise_rms, grad_clip=FLAGS.grad_clip,
         bound_x=FLAGS.bound_x, bound_v=FLAGS.bound_v, clamp_stages=FLAGS.clamp_stages, unroll=FLAGS.unroll,
-        rollout_backend=FLAGS.rollout_backend, loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
+        rollout_backend=FLAGS.rollout_backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol, loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
         max_consecutive_skips=FLAGS.max_consecutive_skips,
     )
 

@@ -23,7 +23,8 @@ STEP_SCALARS = {
     "Loss/spec": "spec", "Loss/tf": "tf", "Loss/env": "env", "Loss/env_log": "env_log", "Loss/total": "total",
     "Train/H": "horizon", "Train/lam_spec_t": "lam_spec_t", "Train/lam_env_t": "lam_env_t",
     "Train/lam_env_log_t": "lam_env_log_t", "Train/grad_norm": "grad_norm", "Health/rms_ratio": "rms_ratio",
-    "Health/pinned_frac": "pinned_frac",
+    "Health/pinned_frac": "pinned_frac", "Train/deer_iterations": "deer_iterations",
+    "Train/deer_fallbacks": "deer_fallbacks",
 }
 VAL_SCALARS = ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac")
 _BAR = 24
@@ -50,8 +51,10 @@ class Logbook:
     def __init__(self, out_dir: pathlib.Path, config, batches_per_epoch: int):
         self._out_dir, self._config, self._batches = out_dir, config, batches_per_epoch
         self._writers: dict[int, SummaryWriter] = {}
+        deer = config.rollout_backend == "deer"
         skipped_terms = {"Loss/env": config.loss.lam_env <= 0, "Loss/env_log": config.loss.lam_env_log <= 0,
-                         "Train/lam_env_log_t": config.loss.lam_env_log <= 0}
+                         "Train/lam_env_log_t": config.loss.lam_env_log <= 0, "Train/deer_iterations": not deer,
+                         "Train/deer_fallbacks": not deer}
         self._scalars = {tag: field for tag, field in STEP_SCALARS.items() if not skipped_terms.get(tag, False)}
 
     def _writer(self, seed_id: int) -> SummaryWriter:

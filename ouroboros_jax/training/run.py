@@ -35,10 +35,9 @@ from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.logbook import Logbook, console
 from ouroboros_jax.training.outputs import write_json, write_png, write_seed_cv, write_wav
 from ouroboros_jax.training.seeds import SeedData, SeedProgram, SeedProgress, init_seeds, n_batches, seed_keys, select_seeds
-from ouroboros_jax.training.step import LOSS_MODES, StepConfig, TrainState, make_optimizer, model_graphdef
+from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS, StepConfig, TrainState, make_optimizer, model_graphdef
 
 LR_SCHEDULES = ("constant", "cosine")
-ROLLOUT_BACKENDS = ("scan",)
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
 SPECGRAM = "selected_specgram.png"
 
@@ -78,6 +77,8 @@ class RunConfig:
     clamp_stages: bool = True
     unroll: int = 1
     rollout_backend: str = "scan"
+    deer_max_iter: int = 30
+    deer_tol: float = 1e-5
     loss_mode: str = "spectral_rollout"
     lam: float = 1.068
     max_consecutive_skips: int = 50
@@ -104,6 +105,8 @@ class RunConfig:
         check(self.grad_clip > 0, "grad_clip", self.grad_clip, "must be positive")
         check(self.bound_x > 0 and self.bound_v > 0, "bound_x", self.bound_x, "bounds must be positive")
         check(self.unroll >= 1, "unroll", self.unroll, "must be at least 1")
+        check(self.deer_max_iter >= 1, "deer_max_iter", self.deer_max_iter, "must be at least 1")
+        check(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
         check(self.max_consecutive_skips >= 1, "max_consecutive_skips", self.max_consecutive_skips, "must be >= 1")
         check(all(n >= 1 and h >= 1 for n, h in self.spec_configs), "spec_configs", self.spec_configs,
               "needs positive n_fft,hop pairs")
@@ -183,6 +186,7 @@ def _step_config(config: RunConfig, horizon: int, sample_rate: float, rollout: R
         env_sigma=config.env_ms / 1000.0 * sample_rate, env_log_eps=config.env_log_eps,
         use_env=config.loss.lam_env > 0, use_env_log=config.loss.lam_env_log > 0, ic_noise_rms=config.ic_noise_rms,
         rollout=rollout, penalty_lam=config.lam if config.loss_mode == "mse_accel" else None,
+        rollout_backend=config.rollout_backend, deer_max_iter=config.deer_max_iter, deer_tol=config.deer_tol,
     )
 
 
@@ -396,7 +400,8 @@ def _manifest_fields(config: RunConfig, data: TrainingData, sample_rate) -> dict
         "osc_init": m.osc_init, "lam_spec": config.loss.lam_spec, "lam_tf": config.loss.lam_tf,
         "lam_env": config.loss.lam_env, "lam_env_log": config.loss.lam_env_log, "env_log_eps": config.env_log_eps,
         "env_ms": config.env_ms, "spec_configs": [list(c) for c in config.spec_configs], "H_min": config.h_min,
-        "H_max": config.h_max, "H_schedule": config.h_schedule, "rollout_backend": config.rollout_backend,
+        "H_max": config.h_max, "H_schedule": config.h_schedule, "rollout_backend": config.rollout_backend, "deer_max_iter": config.deer_max_iter,
+        "deer_tol": config.deer_tol,
         "spec_warmup_epochs": config.spec_warmup_epochs, "env_warmup_epochs": config.env_warmup_epochs,
         "ic_noise_rms": config.ic_noise_rms, "sr": sample_rate, "lr": config.lr, "lr_schedule": config.lr_schedule,
         "n_epochs": config.n_epochs, "n_seeds": config.n_seeds, "cull_frac": config.cull_frac,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ouroboros_jax.deer import deer_rollout
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from ouroboros_jax.losses import (
     DEFAULT_STFT_CONFIGS,
@@ -31,6 +32,7 @@ from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 
 LossMode = Literal["spectral_rollout", "mse_accel"]
 LOSS_MODES = ("spectral_rollout", "mse_accel")
+ROLLOUT_BACKENDS = ("scan", "deer")
 
 # A rollout sample within 1 % of the soft-tanh bound counts as pinned at the bound.
 _PINNED = 0.99
@@ -81,6 +83,8 @@ class StepMetrics(NamedTuple):
     lam_env_log_t: jax.Array
     rms_ratio: jax.Array  # rollout RMS / target RMS: -> 0 when the rollout collapses to silence
     pinned_frac: jax.Array  # fraction of rollout samples pinned at the soft-tanh bound
+    deer_iterations: jax.Array  # mean Newton iterations of the DEER rollout (0 with the scan)
+    deer_fallbacks: jax.Array  # examples whose DEER solve fell back to the scan (0 with the scan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,8 @@ class StepConfig:
       ic_noise_rms: standard deviation of the cold-start initial state.
       rollout: integration settings.
       penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
+      rollout_backend: "scan" (one `lax.scan`) or "deer" (Newton iterations, `ouroboros_jax.deer`).
+      deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
     """
 
     horizon: int = 512
@@ -109,10 +115,15 @@ class StepConfig:
     ic_noise_rms: float = 1e-3
     rollout: RolloutConfig = RolloutConfig()
     penalty_lam: float | None = None
+    rollout_backend: str = "scan"
+    deer_max_iter: int = 30
+    deer_tol: float = 1e-5
 
     def __post_init__(self):
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise ValueError(f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
 
 
 def make_optimizer(learning_rate: float | optax.Schedule = 1e-3, grad_clip: float = 5.0):
@@ -150,11 +161,12 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
       config: static settings.
 
     Returns:
-      (components dict with spec, tf, env, env_log; x_hat (B, H) the rollout).
+      (components dict with spec, tf, env, env_log; x_hat (B, H) the rollout; (mean DEER
+      iterations, DEER fallbacks), zeros with the scan).
     """
     v = time_scale * batch.dxdt
     tf = acceleration_anchor_loss(teacher_acceleration(drives, batch.x, v), batch.d2x, tf_var)
-    x_hat = rollout(drives, x0, v0, config.horizon, config.rollout)
+    x_hat, deer = _rollout(drives, batch, v, x0, v0, config)
     target = batch.x[:, : config.horizon]
     zero = jnp.zeros((), x_hat.dtype)
     components = {
@@ -164,7 +176,21 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
         "env_log": envelope_log_loss(x_hat, target, config.env_sigma, config.env_log_eps)
         if config.use_env_log else zero,
     }
-    return components, x_hat
+    return components, x_hat, deer
+
+
+def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig):
+    """The rollout by the configured backend: (x_hat (B, H), (mean DEER iterations, fallbacks))."""
+    if config.rollout_backend == "scan":
+        return rollout(drives, x0, v0, config.horizon, config.rollout), (jnp.zeros(()), jnp.zeros((), jnp.int32))
+    # Newton starts from the data trajectory where the rollout starts from the data (close once
+    # the model is trained), and from the held initial state for cold starts.
+    data = jnp.stack([batch.x[:, : config.horizon], v[:, : config.horizon]], axis=-1)
+    held = jnp.broadcast_to(jnp.stack([x0, v0], axis=-1)[:, None], data.shape)
+    guess = jnp.where(batch.cold_start[:, None, None], held, data)
+    x_hat, stats = deer_rollout(drives, x0, v0, config.horizon, config.rollout, config.deer_max_iter,
+                                config.deer_tol, guess)
+    return x_hat, (jnp.mean(stats.iterations.astype(x_hat.dtype)), jnp.sum(stats.fell_back.astype(jnp.int32)))
 
 
 def rollout_health(x_hat, target, bound_x):
@@ -179,7 +205,7 @@ def rollout_health(x_hat, target, bound_x):
 
 
 def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig):
-    """Total loss of one batch and its parts. Returns (total, (components, rms_ratio, pinned_frac))."""
+    """Total loss of one batch and its parts: (total, (components, rms_ratio, pinned_frac, deer stats))."""
     model = nnx.merge(graphdef, params)
     drives = model(batch.x, batch.dxdt)
     time_scale = model.config.time_scale
@@ -187,11 +213,11 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
         accel = teacher_acceleration(drives, batch.x, time_scale * batch.dxdt)
         mse = mse_accel_loss(accel, batch.d2x, drives.W, config.penalty_lam)
         zero, nan = jnp.zeros_like(mse), jnp.full_like(mse, jnp.nan)
-        return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan)
+        return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan, zero, jnp.zeros((), jnp.int32))
     x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, config.ic_noise_rms)
-    components, x_hat = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config)
+    components, x_hat, deer = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config)
     health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x)
-    return total_loss(components, weights), (components, *health)
+    return total_loss(components, weights), (components, *health, *deer)
 
 
 def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *, graphdef,
@@ -209,7 +235,8 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
       (new TrainState, StepMetrics).
     """
     key, k_ic = jax.random.split(state.key)
-    (total, (components, rms_ratio, pinned_frac)), grads = jax.value_and_grad(objective, has_aux=True)(
+    (total, (components, rms_ratio, pinned_frac, deer_iterations, deer_fallbacks)), grads = jax.value_and_grad(
+        objective, has_aux=True)(
         state.params, graphdef, batch, k_ic, weights, tf_var, config
     )
     grad_norm = optax.tree.norm(grads)
@@ -230,5 +257,6 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
         horizon=jnp.asarray(config.horizon, jnp.int32),
         lam_spec_t=jnp.asarray(lam.lam_spec, jnp.float32), lam_env_t=jnp.asarray(lam.lam_env, jnp.float32),
         lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, pinned_frac=pinned_frac,
+        deer_iterations=deer_iterations, deer_fallbacks=deer_fallbacks,
     )
     return new_state, metrics
