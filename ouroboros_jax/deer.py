@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ouroboros_jax.dynamics import RolloutConfig, rk4_step
+from ouroboros_jax.dynamics import RolloutConfig, rk4_step, state_trajectory
 from ouroboros_jax.model.ouroboros import Drives
 
 
@@ -100,22 +100,6 @@ def _newton_step(states, omega2, gamma, W, config):
     return jnp.concatenate([s0[:, None], following], axis=1)
 
 
-def _sequential(s0, omega2, gamma, W, config):
-    """The same trajectory by H - 1 sequential RK4 steps: (B, 2) -> (B, H, 2).
-
-    `dynamics.rollout` returns x only; the fallback also needs v, since the adjoint linearises
-    around the full state.
-    """
-
-    def step(state, drive_k):
-        state = rk4_step(*state, *drive_k, config)
-        return state, jnp.stack(state, axis=-1)
-
-    time_major = (jnp.swapaxes(a, 0, 1) for a in (omega2, gamma, W))
-    _, following = jax.lax.scan(step, (s0[:, 0], s0[:, 1]), tuple(time_major), unroll=config.unroll)
-    return jnp.concatenate([s0[:, None], jnp.swapaxes(following, 0, 1)], axis=1)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
     """The trajectory (B, H, 2) from s0 (B, 2) under the (B, H - 1[, P, P]) drives, and its stats.
@@ -144,7 +128,7 @@ def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
     _, states, iterations, converged = jax.lax.while_loop(not_done, iterate, init)
     # Skipped when all converged; under vmap the cond becomes a select and always runs it.
     sequential = jax.lax.cond(jnp.all(converged), lambda: states,
-                              lambda: _sequential(s0, omega2, gamma, W, config))
+                              lambda: state_trajectory(omega2, gamma, W, s0[:, 0], s0[:, 1], omega2.shape[1], config))
     states = jnp.where(converged[:, None, None], states, sequential)
     return states, iterations, ~converged
 
