@@ -6,7 +6,11 @@
 
 One JSON line per (backend, mode, B, H, unroll) with `sample_steps_per_s` = B (H - 1) / median
 and `drive_bytes_per_sample_step`, the drive data one example reads per step (omega^2, gamma and
-W in float32), for the bandwidth analysis.
+W in float32), for the bandwidth analysis. DEER lines add its Newton iteration counts (mean and
+max over the batch; the solve runs until the slowest example converges) and fallbacks; `unroll`
+only affects DEER's fallback scan.
+
+    python benchmarks/rollout_throughput.py --backend scan,deer --unrolls 1   # issue 8's grid
 """
 
 import functools
@@ -22,10 +26,19 @@ from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import structural_mask
 from timing import apply_quick, device_info, emit, measure, versions
 
-# name -> fn(drives, x0, v0, horizon, config) -> x_hat (B, H). A new backend is one entry here.
+
+def deer_with_counts(drives, x0, v0, horizon, config):
+    """DEER from the held IC (the cold-start guess), with its Newton counts for the JSON."""
+    x_hat, stats = deer_rollout(drives, x0, v0, horizon, config)
+    return x_hat, {"newton_iterations_mean": jnp.mean(stats.iterations),
+                   "newton_iterations_max": jnp.max(stats.iterations), "fallbacks": jnp.sum(stats.fell_back)}
+
+
+# name -> fn(drives, x0, v0, horizon, config) -> (x_hat (B, H), {name: scalar} to report). A new
+# backend is one entry here.
 BACKENDS = {
-    "scan": rollout,
-    "deer": lambda drives, x0, v0, horizon, config: deer_rollout(drives, x0, v0, horizon, config)[0],
+    "scan": lambda drives, x0, v0, horizon, config: (rollout(drives, x0, v0, horizon, config), {}),
+    "deer": deer_with_counts,
 }
 MODES = ("forward", "forward_backward")
 QUICK = {"batches": ["2"], "horizons": ["64"], "unrolls": ["1", "2"], "repeats": 2}
@@ -68,11 +81,17 @@ def smooth_drives(key: jax.Array, batch: int, length: int, n_poly: int) -> Drive
 
 
 def compiled(backend, mode: str, horizon: int, config: RolloutConfig):
-    """The jitted call to time: drives, x0, v0 -> x_hat (forward) or d(mean x_hat^2)/d drives."""
+    """The jitted call to time: drives, x0, v0 -> (x_hat, counts) (forward) or
+    (d(mean x_hat^2)/d drives, counts)."""
     forward = functools.partial(BACKENDS[backend], horizon=horizon, config=config)
     if mode == "forward":
         return jax.jit(forward)
-    return jax.jit(jax.grad(lambda drives, x0, v0: jnp.mean(jnp.square(forward(drives, x0, v0)))))
+
+    def loss(drives, x0, v0):
+        x_hat, counts = forward(drives, x0, v0)
+        return jnp.mean(jnp.square(x_hat)), counts
+
+    return jax.jit(jax.grad(loss, has_aux=True))
 
 
 def main(argv):
@@ -90,13 +109,14 @@ def main(argv):
         for backend, mode, unroll in itertools.product(FLAGS.backend, FLAGS.modes, map(int, FLAGS.unrolls)):
             fn = compiled(backend, mode, horizon, RolloutConfig(unroll=unroll))
             timing = measure(lambda: fn(drives, x0, v0), jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)
+            counts = {name: value.item() for name, value in fn(drives, x0, v0)[1].items()}
             throughput = batch * (horizon - 1) / timing["median_s"]
             emit({"benchmark": "rollout_throughput", "impl": "jax",
                   "config": {"backend": backend, "mode": mode, "batch": batch, "horizon": horizon, "n_poly": p,
                              "unroll": unroll, "dtype": "float32"},
                   "device": device_info(), "versions": versions(), **timing,
                   "sample_steps_per_s": throughput, "drive_bytes_per_sample_step": drive_bytes,
-                  "drive_read_gb_per_s": throughput * drive_bytes / 1e9})
+                  "drive_read_gb_per_s": throughput * drive_bytes / 1e9, **counts})
 
 if __name__ == "__main__":
     app.run(main)

@@ -82,10 +82,12 @@ def _bound(bound: float | None) -> float:
 def _newton_step(states, omega2, gamma, W, config):
     """One Newton iteration: the linearised recurrence around `states` (B, H, 2), solved exactly.
 
-    Drives are (B, H - 1[, P, P]). Returns the new (B, H, 2) with the same s_0.
+    Drives are (B, H - 1[, P, P]). Returns the new (B, H, 2) with the same s_0, and the defect of
+    `states`, |s_{k+1} - f_k(s_k)| (B, H - 1, 2), which the linearisation gives for free.
     """
     s0 = states[:, 0]
     jac, value = _linearise(states[:, :-1], omega2, gamma, W, config)
+    defect = jnp.abs(states[:, 1:] - value)
     offset = value - _matvec(jac, states[:, :-1])
     # s_1 = f_0(s_0) exactly (s_0 is known): fold it into the first map as a constant.
     jac = jac.at[:, 0].set(0.0)
@@ -97,7 +99,7 @@ def _newton_step(states, omega2, gamma, W, config):
     # clears one sample per iteration).
     bounds = jnp.array([_bound(config.bound_x), _bound(config.bound_v)], following.dtype)
     following = jnp.clip(following, -bounds[None, None], bounds[None, None])
-    return jnp.concatenate([s0[:, None], following], axis=1)
+    return jnp.concatenate([s0[:, None], following], axis=1), defect
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -114,10 +116,15 @@ def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
 
     def iterate(carry):
         i, states, iterations, converged = carry
-        new = _newton_step(states, omega2, gamma, W, config)
-        # Elementwise, so that a NaN (a diverged iterate) compares False: a max over the
-        # trajectory is not safe, XLA's CPU reduction may drop NaNs.
-        now_converged = jnp.all(jnp.abs(new - states) < tol, axis=(1, 2))
+        new, defect = _newton_step(states, omega2, gamma, W, config)
+        # Converged when the iterate satisfies every step to `tol` (it is a sequential integration
+        # up to round-off; the Newton step from it, already computed and kept, is closer still),
+        # or when Newton has stopped moving: on an ill-conditioned stretch float32 round-off of
+        # the solve, pinned by the bounds, leaves a defect above `tol` that no iteration reduces.
+        # Either test alone stalls where the other succeeds. Elementwise, so that a NaN (a
+        # diverged iterate) compares False: a max over the trajectory is not safe, XLA's CPU
+        # reduction may drop NaNs.
+        now_converged = jnp.all(defect < tol, axis=(1, 2)) | jnp.all(jnp.abs(new - states) < tol, axis=(1, 2))
         # Converged examples are frozen, so each keeps the trajectory and count it converged with.
         states = jnp.where(converged[:, None, None], states, new)
         iterations = jnp.where(converged, iterations, i + 1)
@@ -126,10 +133,16 @@ def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
     start = guess.at[:, 0].set(s0)
     init = (jnp.int32(0), start, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool))
     _, states, iterations, converged = jax.lax.while_loop(not_done, iterate, init)
-    # Skipped when all converged; under vmap the cond becomes a select and always runs it.
-    sequential = jax.lax.cond(jnp.all(converged), lambda: states,
-                              lambda: state_trajectory(omega2, gamma, W, s0[:, 0], s0[:, 1], omega2.shape[1], config))
-    states = jnp.where(converged[:, None, None], states, sequential)
+
+    def fall_back(carry):
+        states, _ = carry
+        sequential = state_trajectory(omega2, gamma, W, s0[:, 0], s0[:, 1], omega2.shape[1], config)
+        return jnp.where(converged[:, None, None], states, sequential), jnp.bool_(True)
+
+    # A loop that runs at most once rather than a `lax.cond`: under `vmap` (the seeds) a cond with
+    # a batched predicate runs both branches, so every solve would pay for the scan; a loop runs
+    # its body only while some seed needs it.
+    states, _ = jax.lax.while_loop(lambda carry: ~carry[1], fall_back, (states, jnp.all(converged)))
     return states, iterations, ~converged
 
 
@@ -165,13 +178,14 @@ _solve.defvjp(_solve_fwd, _solve_bwd)
 
 
 def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: RolloutConfig = RolloutConfig(),
-                 max_iter: int = 30, tol: float = 1e-5, guess: jax.Array | None = None):
+                 max_iter: int = 30, tol: float = 1e-6, guess: jax.Array | None = None):
     """`dynamics.rollout` by Newton iterations on the whole trajectory (DEER).
 
     Each iteration linearises the RK4 step around the current guess and solves the linear
-    recurrence by an associative scan. Iterations stop when every example's largest change of x
-    or v is below `tol`, or after `max_iter`; an example that has not converged falls back to
-    the sequential scan. Gradients (w.r.t. the drives and the IC) come from the adjoint at the
+    recurrence by an associative scan. An example has converged when its trajectory satisfies
+    every step to `tol` (max_k |s_{k+1} - f_k(s_k)| < tol for x and v) or an iteration changes it
+    by less than `tol`; iterations stop when all have, or after `max_iter`; an example that has
+    not converged falls back to the sequential scan. Gradients (w.r.t. the drives and the IC) come from the adjoint at the
     converged trajectory, not from backpropagating through the iterations.
 
     Args:
@@ -180,8 +194,9 @@ def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, con
       horizon: H >= 2, the number of output samples (H - 1 steps); static.
       config: integration settings (`unroll` only affects the fallback scan).
       max_iter: Newton iterations at most; static.
-      tol: convergence threshold on max_k |s^(i+1)_k - s^(i)_k| per example (float32 round-off
-        of the solve is ~1e-7 relative, so much below 1e-6 is not reachable); static.
+      tol: convergence threshold on each example's largest one-step defect and change per
+        iteration (float32 round-off of a step is ~1e-7 of the state, so much below that is not
+        reachable); static.
       guess: (B, H, 2) initial trajectory (x, v), e.g. the data for data-IC examples; None holds
         the IC constant. It gets no gradient.
 

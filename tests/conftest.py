@@ -33,8 +33,7 @@ def tiny_run(tmp_path_factory):
     epochs 1 and 2.
     """
     from ouroboros_jax.training.run import train_and_evaluate
-    from tests.test_run import tiny_config
+    from tests.test_run import tiny_run_config
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    config = tiny_config(run_dir, n_epochs=2, save_freq=1, h_min=64, h_max=64, h_schedule="const")
-    return run_dir, train_and_evaluate(config)
+    return run_dir, train_and_evaluate(tiny_run_config(run_dir))

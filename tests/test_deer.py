@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ouroboros_jax.deer import deer_rollout
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, state_trajectory
 from ouroboros_jax.model.ouroboros import Drives
 from tests.helpers import golden_drives
 
@@ -144,6 +144,45 @@ def test_vmap_over_drive_sets():
     assert not stats.fell_back.any()
     for i, drives in enumerate(sets):
         np.testing.assert_allclose(got[i], run_rollout(drives, x0[i], v0[i], horizon, RolloutConfig()), atol=1e-5)
+
+
+def scans_outside_loops(jaxpr, in_loop=False) -> tuple[int, int]:
+    """(scans that no `while` encloses, all scans) in a jaxpr and the jaxprs nested in it."""
+    outside = total = 0
+    for eqn in jaxpr.eqns:
+        is_scan = eqn.primitive.name == "scan"
+        outside, total = outside + (is_scan and not in_loop), total + is_scan
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    counts = scans_outside_loops(sub, in_loop or eqn.primitive.name == "while")
+                    outside, total = outside + counts[0], total + counts[1]
+    return outside, total
+
+
+def test_under_vmap_only_the_sets_that_need_it_fall_back_and_a_loop_can_skip_the_scan():
+    """Set 0's guess is its exact trajectory, set 1's the held IC that 2 iterations cannot correct.
+    The fallback scan sits in a loop (not a `cond`, which `vmap` turns into running both branches),
+    so training over vmapped seeds pays for it only when some seed needs it."""
+    horizon = 200
+    sets = [smooth_drives(seed, batch=2, length=horizon) for seed in (5, 6)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *sets)
+    x0, v0 = jnp.array([[0.2, -0.1], [0.0, 0.3]]), jnp.array([[0.05, 0.1], [0.2, 0.0]])
+    exact = [state_trajectory(jnp.square(d.omega), d.gamma, d.W, x0[i], v0[i], horizon - 1)
+             for i, d in enumerate(sets)]
+    held = jnp.broadcast_to(jnp.stack([x0[1], v0[1]], axis=-1)[:, None], (2, horizon, 2))
+    guess = jnp.stack([exact[0], held])
+
+    def solve(d, x, v, g):
+        return deer_rollout(d, x, v, horizon, max_iter=2, guess=g)
+
+    got, stats = jax.jit(jax.vmap(solve))(stacked, x0, v0, guess)
+    np.testing.assert_array_equal(stats.fell_back, [[False, False], [True, True]])
+    for i in range(2):
+        np.testing.assert_allclose(got[i], exact[i][..., 0], atol=1e-6)
+    outside, total = scans_outside_loops(jax.make_jaxpr(jax.vmap(solve))(stacked, x0, v0, guess).jaxpr)
+    assert total >= 1 and outside == 0, (outside, total)
 
 
 def test_horizon_must_have_a_step():

@@ -36,6 +36,12 @@ def tiny_config(out_dir, **overrides) -> RunConfig:
     return RunConfig(**{**settings, **overrides})
 
 
+def tiny_run_config(out_dir, **overrides) -> RunConfig:
+    """The recipe of the shared `tiny_run` fixture: 2 epochs at one horizon, checkpoints after each."""
+    return tiny_config(out_dir, **{"n_epochs": 2, "save_freq": 1, "h_min": 64, "h_max": 64, "h_schedule": "const",
+                                   **overrides})
+
+
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
@@ -188,6 +194,29 @@ def test_demo_flagfile_end_to_end(tmp_path):
         assert len(scalars[tag]) == 2 * steps_per_epoch, tag
     assert scalars["Train/lam_spec_t"][0] == 0.0 and scalars["Train/lam_spec_t"][-1] == 1.0
     assert len(scalars["Val/autonomy"]) == 2 and "Loss/env" not in scalars  # lam_env = 0: not logged
+
+
+def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
+    """The `tiny_run` recipe with the DEER rollout (issue 8): every step's losses equal the scan
+    run's, no example falls back, and the Newton counts are logged (they are absent with the scan).
+    Measured: losses agree to 5e-6 and autonomy to 3e-5 relative; float32 rounding differs between
+    the two solves and training amplifies it, so the bound holds for these few steps, not for long
+    runs (docs/performance.md)."""
+    rtol = 2e-4
+    scan_dir, scan_manifest = tiny_run
+    manifest = train_and_evaluate(tiny_run_config(tmp_path, rollout_backend="deer"))
+    assert manifest["rollout_backend"] == "deer" and scan_manifest["rollout_backend"] == "scan"
+    for seed in range(manifest["n_seeds"]):
+        scan = read_scalars(scan_dir / f"seed{seed}")
+        deer = read_scalars(tmp_path / f"seed{seed}")
+        for tag in ("Loss/total", "Loss/spec", "Loss/tf"):
+            np.testing.assert_allclose(deer[tag][1], scan[tag][1], rtol=rtol, err_msg=f"seed {seed} {tag}")
+        iterations = deer["Train/deer_iterations"][1]
+        assert np.all((2 <= iterations) & (iterations <= 30)), iterations
+        assert not np.any(deer["Train/deer_fallbacks"][1]), deer["Train/deer_fallbacks"][1]
+        assert "Train/deer_iterations" not in scan
+    assert manifest["selected_seed"] == scan_manifest["selected_seed"]
+    np.testing.assert_allclose(manifest["selected_val_autonomy"], scan_manifest["selected_val_autonomy"], rtol=rtol)
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -78,7 +78,7 @@ class RunConfig:
     unroll: int = 1
     rollout_backend: str = "scan"
     deer_max_iter: int = 30
-    deer_tol: float = 1e-5
+    deer_tol: float = 1e-6
     loss_mode: str = "spectral_rollout"
     lam: float = 1.068
     max_consecutive_skips: int = 50
@@ -400,8 +400,8 @@ def _manifest_fields(config: RunConfig, data: TrainingData, sample_rate) -> dict
         "osc_init": m.osc_init, "lam_spec": config.loss.lam_spec, "lam_tf": config.loss.lam_tf,
         "lam_env": config.loss.lam_env, "lam_env_log": config.loss.lam_env_log, "env_log_eps": config.env_log_eps,
         "env_ms": config.env_ms, "spec_configs": [list(c) for c in config.spec_configs], "H_min": config.h_min,
-        "H_max": config.h_max, "H_schedule": config.h_schedule, "rollout_backend": config.rollout_backend, "deer_max_iter": config.deer_max_iter,
-        "deer_tol": config.deer_tol,
+        "H_max": config.h_max, "H_schedule": config.h_schedule, "rollout_backend": config.rollout_backend,
+        "deer_max_iter": config.deer_max_iter, "deer_tol": config.deer_tol,
         "spec_warmup_epochs": config.spec_warmup_epochs, "env_warmup_epochs": config.env_warmup_epochs,
         "ic_noise_rms": config.ic_noise_rms, "sr": sample_rate, "lr": config.lr, "lr_schedule": config.lr_schedule,
         "n_epochs": config.n_epochs, "n_seeds": config.n_seeds, "cull_frac": config.cull_frac,

@@ -117,7 +117,7 @@ class StepConfig:
     penalty_lam: float | None = None
     rollout_backend: str = "scan"
     deer_max_iter: int = 30
-    deer_tol: float = 1e-5
+    deer_tol: float = 1e-6
 
     def __post_init__(self):
         if self.loss_mode not in LOSS_MODES:
