@@ -114,11 +114,13 @@ def write_run_info(run_dir, batches_per_epoch=10, seeds=(0,)):
 
 def test_dead_without_events_and_ctrl_c_ends_watch_cleanly(tmp_path):
     write_run_info(tmp_path / "run")
-    # Ctrl-C as in a terminal: a background job (pytest started with `&`) inherits SIGINT ignored.
+    # `python -m ouroboros_jax.monitor` with Ctrl-C handled as in a terminal, also when pytest runs
+    # as a background job (which inherits SIGINT ignored).
+    ctrl_c_as_in_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                               "runpy.run_module('ouroboros_jax.monitor', run_name='__main__')")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ouroboros_jax.monitor", f"--run_dir={tmp_path / 'run'}", "--watch=0.1"],
+        [sys.executable, "-c", ctrl_c_as_in_a_terminal, f"--run_dir={tmp_path / 'run'}", "--watch=0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = [process.stdout.readline().strip() for _ in range(2)]
     process.send_signal(signal.SIGINT)
