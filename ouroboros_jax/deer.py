@@ -185,8 +185,9 @@ def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, con
     recurrence by an associative scan. An example has converged when its trajectory satisfies
     every step to `tol` (max_k |s_{k+1} - f_k(s_k)| < tol for x and v) or an iteration changes it
     by less than `tol`; iterations stop when all have, or after `max_iter`; an example that has
-    not converged falls back to the sequential scan. Gradients (w.r.t. the drives and the IC) come from the adjoint at the
-    converged trajectory, not from backpropagating through the iterations.
+    not converged falls back to the sequential scan. Gradients (w.r.t. the drives and the IC)
+    come from the adjoint at the converged trajectory, not from backpropagating through the
+    iterations.
 
     Args:
       drives: `Drives` of length L >= horizon (K is not used).
