@@ -9,6 +9,7 @@ from ouroboros_jax.data import (
     find_syllables,
     load_training_data,
 )
+from ouroboros_jax.deer import DeerStats, deer_rollout, held_guess
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from ouroboros_jax.errors import InputError
@@ -43,6 +44,7 @@ __all__ = [
     "Batch",
     "Category",
     "DataConfig",
+    "DeerStats",
     "Drives",
     "InputError",
     "LossWeights",
@@ -57,6 +59,7 @@ __all__ = [
     "autonomous_outputs",
     "autonomy_score",
     "correct",
+    "deer_rollout",
     "distinct_horizons",
     "envelope_l1_loss",
     "envelope_log_loss",
@@ -65,6 +68,7 @@ __all__ = [
     "first_derivative",
     "gaussian_lowpass",
     "generate",
+    "held_guess",
     "horizon_for_epoch",
     "init_train_state",
     "initial_state",

@@ -177,6 +177,12 @@ def _solve_bwd(config, max_iter, tol, residuals, cotangents):
 _solve.defvjp(_solve_fwd, _solve_bwd)
 
 
+def held_guess(x0: jax.Array, v0: jax.Array, horizon: int) -> jax.Array:
+    """The initial state (x0, v0), each (B,), held over the horizon: (B, H, 2), Newton's start for
+    a cold start (and `deer_rollout`'s default)."""
+    return jnp.broadcast_to(jnp.stack([x0, v0], axis=-1)[:, None], (x0.shape[0], horizon, 2))
+
+
 def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: RolloutConfig = RolloutConfig(),
                  max_iter: int = 30, tol: float = 1e-6, guess: jax.Array | None = None):
     """`dynamics.rollout` by Newton iterations on the whole trajectory (DEER).
@@ -208,7 +214,7 @@ def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, con
         raise ValueError(f"horizon {horizon} must be in [2, segment length {drives.omega.shape[1]}]")
     s0 = jnp.stack([x0, v0], axis=-1)
     if guess is None:
-        guess = jnp.broadcast_to(s0[:, None], (s0.shape[0], horizon, 2))
+        guess = held_guess(x0, v0, horizon)
     steps = horizon - 1
     step_drives = (jnp.square(drives.omega[:, :steps]), drives.gamma[:, :steps], drives.W[:, :steps])
     states, iterations, fell_back = _solve(config, max_iter, tol, *step_drives, s0, jax.lax.stop_gradient(guess))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ouroboros_jax.deer import deer_rollout
+from ouroboros_jax.deer import deer_rollout, held_guess
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, state_trajectory
 from ouroboros_jax.model.ouroboros import Drives
 from tests.helpers import golden_drives
@@ -171,8 +171,7 @@ def test_under_vmap_only_the_sets_that_need_it_fall_back_and_a_loop_can_skip_the
     x0, v0 = jnp.array([[0.2, -0.1], [0.0, 0.3]]), jnp.array([[0.05, 0.1], [0.2, 0.0]])
     exact = [state_trajectory(jnp.square(d.omega), d.gamma, d.W, x0[i], v0[i], horizon - 1)
              for i, d in enumerate(sets)]
-    held = jnp.broadcast_to(jnp.stack([x0[1], v0[1]], axis=-1)[:, None], (2, horizon, 2))
-    guess = jnp.stack([exact[0], held])
+    guess = jnp.stack([exact[0], held_guess(x0[1], v0[1], horizon)])
 
     def solve(d, x, v, g):
         return deer_rollout(d, x, v, horizon, max_iter=2, guess=g)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ouroboros_jax.deer import deer_rollout
+from ouroboros_jax.deer import deer_rollout, held_guess
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from ouroboros_jax.losses import (
     DEFAULT_STFT_CONFIGS,
@@ -186,8 +186,7 @@ def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig):
     # Newton starts from the data trajectory where the rollout starts from the data (close once
     # the model is trained), and from the held initial state for cold starts.
     data = jnp.stack([batch.x[:, : config.horizon], v[:, : config.horizon]], axis=-1)
-    held = jnp.broadcast_to(jnp.stack([x0, v0], axis=-1)[:, None], data.shape)
-    guess = jnp.where(batch.cold_start[:, None, None], held, data)
+    guess = jnp.where(batch.cold_start[:, None, None], held_guess(x0, v0, config.horizon), data)
     x_hat, stats = deer_rollout(drives, x0, v0, config.horizon, config.rollout, config.deer_max_iter,
                                 config.deer_tol, guess)
     return x_hat, (jnp.mean(stats.iterations.astype(x_hat.dtype)), jnp.sum(stats.fell_back.astype(jnp.int32)))
