@@ -370,6 +370,40 @@ def synthetic_batch(B: int, L: int, seed: int = 0):
             torch.from_numpy(np.asarray(b.d2x)), torch.from_numpy(np.asarray(b.cold_start)))
 
 
+def configure(threads: int | None, keep_denormals: bool) -> bool:
+    """torch's threads and denormal mode; returns whether denormals are flushed."""
+    if threads:
+        torch.set_num_threads(threads)
+    # XLA on CPU flushes denormals to zero; torch does not by default, and the cold-start rollout
+    # (|x| ~ 1e-3 raised to powers up to 15) then runs on denormals, 10-40x slower.
+    return torch.set_flush_denormal(not keep_denormals) and not keep_denormals
+
+
+def step_runner(a):
+    """`run(H)`: one training step at horizon H from the same state every call.
+
+    `a` holds batch, length, n_terms, n_layers, d_state, d_conv, expand, lr, grad_clip, seed.
+    """
+    torch.manual_seed(a.seed)
+    model = Ouroboros(a.n_terms, a.n_layers, a.d_state, a.d_conv, a.expand)
+    batch = synthetic_batch(a.batch, a.length, a.seed)
+    tf_var = max(float(batch[2].double().var(unbiased=True)), 1e-6)
+    params = list(model.parameters())
+    initial = [q.detach().clone() for q in params]
+    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+
+    def run(H):
+        # Every timed call starts from the same state (initial parameters, fresh Adam), as the JAX
+        # benchmark does, so every call does the same work; the reset is ~50 tiny copies.
+        with torch.no_grad():
+            for q, q0 in zip(params, initial):
+                q.copy_(q0)
+        opt.state.clear()
+        return train_step(model, opt, batch, H, tf_var, a.grad_clip)
+
+    return run
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--horizons", help=f"comma-separated rollout horizons H (default {DEFAULTS['horizons']})")
@@ -394,31 +428,12 @@ def main(argv=None) -> None:
     for name, value in (QUICK if a.quick else DEFAULTS).items():
         if getattr(a, name) is None:
             setattr(a, name, value)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    # XLA on CPU flushes denormals to zero; torch does not by default, and the cold-start rollout
-    # (|x| ~ 1e-3 raised to powers up to 15) then runs on denormals, 10-40x slower.
-    flush = torch.set_flush_denormal(not a.keep_denormals) and not a.keep_denormals
-    torch.manual_seed(a.seed)
+    flush = configure(a.threads, a.keep_denormals)
     horizons = [int(h) for h in a.horizons.split(",") if h]
     if max(horizons) > a.length:
         p.error(f"horizon {max(horizons)} > length {a.length}")
 
-    model = Ouroboros(a.n_terms, a.n_layers, a.d_state, a.d_conv, a.expand)
-    batch = synthetic_batch(a.batch, a.length, a.seed)
-    tf_var = max(float(batch[2].double().var(unbiased=True)), 1e-6)
-    params = list(model.parameters())
-    initial = [q.detach().clone() for q in params]
-    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
-
-    def run(H):
-        # Every timed call starts from the same state (initial parameters, fresh Adam), as the JAX
-        # benchmark does, so every call does the same work; the reset is ~50 tiny copies.
-        with torch.no_grad():
-            for q, q0 in zip(params, initial):
-                q.copy_(q0)
-        opt.state.clear()
-        return train_step(model, opt, batch, H, tf_var, a.grad_clip)
+    run = step_runner(a)
 
     device = {"platform": "cpu", "kind": "torch_cpu", "count": 1, "cpu": platform.processor() or platform.machine()}
     for H in horizons:

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
-from ouroboros_jax.model.mamba import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 from synthetic import MODELS, harmonic_batch

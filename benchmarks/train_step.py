@@ -1,24 +1,33 @@
 """Throughput of one full training step: encoders, anchor, rollout, MRSTFT, backward, Adam.
 
     python benchmarks/train_step.py                          # reference defaults, H 512, 1024, 2048
-    python benchmarks/train_step.py --horizons 512 --encoder_scan sequential --unroll 4
+    python benchmarks/train_step.py --horizons 512 --encoder_scan sequential,fused --unroll 4
+    python benchmarks/train_step.py --breakdown              # where the time of one step goes
     python benchmarks/train_step.py --quick                  # small model, tiny shapes, a smoke test
 
-One JSON line per horizon with `samples_per_s` = B H / median: rollout samples trained per
-second. The batch is fixed (`synthetic.harmonic_batch`, half of it cold start) and every timed
-call starts from the same state, so every call does the same work.
+One JSON line per encoder scan and horizon with `samples_per_s` = B H / median: rollout samples
+trained per second. The batch is fixed (`synthetic.harmonic_batch`, half of it cold start) and
+every timed call starts from the same state, so every call does the same work.
+
+`--breakdown` times the parts of the step separately, each jitted alone, in alternating rounds
+over the encoder scans given: the drives (three encoders, heads, low-pass, K) forward and
+forward + backward (of a fixed cotangent), the rollout likewise (gradient w.r.t. the drives),
+the losses (MRSTFT of the rollout and the anchor, forward + backward), the optimiser (clip and
+Adam) and the whole step. "backward" is forward + backward minus forward.
 """
 
 import dataclasses
 import functools
+import statistics
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from flax import nnx
 
-from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
-from ouroboros_jax.model.mamba import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
+from ouroboros_jax.losses import LossWeights, acceleration_anchor_loss, mrstft_loss, teacher_acceleration_variance
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, measure, versions
@@ -29,12 +38,116 @@ flags.DEFINE_enum("model", "default", sorted(MODELS), "Model size (default: the 
 flags.DEFINE_integer("batch_size", 8, "Segments per step B.")
 flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s at 44.1 kHz).")
 flags.DEFINE_list("horizons", ["512", "1024", "2048"], "Rollout horizons H (<= segment_len).")
-flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS, "Selective-scan implementation of the encoders.")
+flags.DEFINE_list("encoder_scan", ["auto"], f"Selective-scan implementations of the encoders, of {SCAN_IMPLS}.")
+flags.DEFINE_enum("rollout_gradient", "adjoint", ["adjoint", "autodiff"], "How the rollout is differentiated.")
 flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.")
 flags.DEFINE_integer("repeats", 5, "Timed steps per configuration.")
 flags.DEFINE_integer("warmup", 1, "Untimed steps after the first (compiling) one.")
+flags.DEFINE_bool("breakdown", False, "Time the parts of the step (module docstring) instead of whole steps.")
 flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
 FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class StepBench:
+    """The JAX training step of one configuration on the fixed synthetic batch; `step(H)` runs it."""
+
+    model_name: str = "default"
+    encoder_scan: str = "auto"
+    batch_size: int = 8
+    segment_len: int = 2205
+    unroll: int = 1
+    rollout_gradient: str = "adjoint"
+
+    def __post_init__(self):
+        self.model = dataclasses.replace(MODELS[self.model_name], scan_impl=self.encoder_scan)
+        data = harmonic_batch(self.batch_size, self.segment_len, self.model.sample_rate, self.model.time_scale)
+        self.tf_var = jnp.float32(teacher_acceleration_variance(data.d2x))  # of the batch: the whole "training set"
+        self.batch = jax.tree_util.tree_map(jnp.asarray, data)
+        self.weights = LossWeights(*(jnp.float32(w) for w in LossWeights()))  # arrays, as the run loop passes them
+        self.optimizer = make_optimizer()
+        self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
+        self.graphdef = model_graphdef(self.model)
+        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient)
+
+        self._steps = {}  # horizon -> jitted step
+
+    def step(self, horizon: int):
+        if horizon not in self._steps:
+            config = StepConfig(horizon=horizon, rollout=self.rollout_config)
+            self._steps[horizon] = jax.jit(functools.partial(train_step, graphdef=self.graphdef,
+                                                             optimizer=self.optimizer, config=config))
+        return self._steps[horizon](self.state, self.batch, self.weights, self.tf_var)
+
+    def config_record(self, horizon: int) -> dict:
+        m = self.model
+        return {"model": self.model_name, "n_poly": m.n_poly, "n_layers": m.n_layers, "d_state": m.d_state,
+                "d_conv": m.d_conv, "expand_factor": m.expand_factor, "batch": self.batch_size,
+                "segment_len": self.segment_len, "horizon": horizon, "encoder_scan": resolve_scan_impl(m.scan_impl),
+                "unroll": self.unroll, "rollout_gradient": self.rollout_gradient, "dtype": "float32"}
+
+    def parts(self, horizon: int) -> dict:
+        """The step's parts as zero-argument callables (module docstring), all jitted."""
+        batch, graphdef = self.batch, self.graphdef
+        v = self.model.time_scale * batch.dxdt
+
+        def drives_of(params):
+            return nnx.merge(graphdef, params)(batch.x, batch.dxdt)
+
+        drives = jax.jit(drives_of)(self.state.params)
+        leaves, treedef = jax.tree_util.tree_flatten(drives)
+        keys = jax.random.split(jax.random.key(1), len(leaves))
+        cotangent = jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)])
+
+        def pulled(f, tangent):
+            return lambda *a: sum(jnp.vdot(u, w) for u, w in zip(jax.tree_util.tree_leaves(f(*a)),
+                                                                  jax.tree_util.tree_leaves(tangent)))
+
+        x0, v0 = initial_state(batch.x, v, batch.cold_start, jax.random.key(2))
+
+        def rolled(d):
+            return rollout(d, x0, v0, horizon, self.rollout_config)
+
+        x_hat = jax.jit(rolled)(drives)
+        target = batch.x[:, :horizon]
+
+        def losses(x_hat, d):
+            anchor = acceleration_anchor_loss(teacher_acceleration(d, batch.x, v), batch.d2x, self.tf_var)
+            return mrstft_loss(x_hat, target) + anchor
+
+        grads = jax.jit(jax.grad(pulled(drives_of, cotangent)))(self.state.params)
+        calls = {
+            "drives_forward": (jax.jit(drives_of), self.state.params),
+            "drives_forward_backward": (jax.jit(jax.grad(pulled(drives_of, cotangent))), self.state.params),
+            "rollout_forward": (jax.jit(rolled), drives),
+            "rollout_forward_backward": (jax.jit(jax.grad(pulled(rolled, x_hat))), drives),
+            "losses_forward_backward": (jax.jit(jax.grad(losses, argnums=(0, 1))), x_hat, drives),
+            "optimiser": (jax.jit(self.optimizer.update), grads, self.state.opt_state, self.state.params),
+        }
+        parts = {name: functools.partial(f, *args) for name, (f, *args) in calls.items()}
+        parts["step"] = functools.partial(self.step, horizon)
+        return parts
+
+
+def breakdown(benches: list[StepBench], horizons: list[int], repeats: int) -> None:
+    """Times every part of every bench in alternating rounds (noise hits all alike); one JSON line each."""
+    for horizon in horizons:
+        parts = [b.parts(horizon) for b in benches]
+        for p in parts:
+            for f in p.values():
+                jax.block_until_ready(f())  # compile
+        times = [{name: [] for name in p} for p in parts]
+        for _ in range(repeats):
+            for p, t in zip(parts, times):
+                for name, f in p.items():
+                    t[name].append(measure(f, jax.block_until_ready, repeats=1, warmup=0)["median_s"])
+        for b, t in zip(benches, times):
+            median = {name: statistics.median(v) for name, v in t.items()}
+            record = {name + "_s": value for name, value in median.items()}
+            for part in ("drives", "rollout"):
+                record[f"{part}_backward_s"] = median[f"{part}_forward_backward"] - median[f"{part}_forward"]
+            emit({"benchmark": "train_step_breakdown", "impl": "jax", "config": b.config_record(horizon),
+                  "device": device_info(), "versions": versions(), "repeats": repeats, **record})
 
 
 def main(argv):
@@ -45,27 +158,20 @@ def main(argv):
     if max(horizons) > FLAGS.segment_len:
         raise app.UsageError(f"--horizons={','.join(FLAGS.horizons)}: a horizon cannot exceed "
                              f"--segment_len={FLAGS.segment_len}")
-    model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
-    batch_size, length = FLAGS.batch_size, FLAGS.segment_len
-    data = harmonic_batch(batch_size, length, model.sample_rate, model.time_scale)
-    tf_var = jnp.float32(teacher_acceleration_variance(data.d2x))  # of the batch: it is the whole "training set"
-    batch = jax.tree_util.tree_map(jnp.asarray, data)
-    weights = LossWeights(*(jnp.float32(w) for w in LossWeights()))  # arrays, as the run loop passes them
-    optimizer = make_optimizer()
-    state = init_train_state(model, optimizer, jax.random.key(0))
-    for horizon in horizons:
-        config = StepConfig(horizon=horizon, rollout=RolloutConfig(unroll=FLAGS.unroll))
-        step = jax.jit(functools.partial(train_step, graphdef=model_graphdef(model), optimizer=optimizer,
-                                         config=config))
-        timing = measure(lambda: step(state, batch, weights, tf_var), jax.block_until_ready,
-                         FLAGS.repeats, FLAGS.warmup)
-        emit({"benchmark": "train_step", "impl": "jax",
-              "config": {"model": FLAGS.model, "n_poly": model.n_poly, "n_layers": model.n_layers,
-                         "d_state": model.d_state, "d_conv": model.d_conv, "expand_factor": model.expand_factor,
-                         "batch": batch_size, "segment_len": length, "horizon": horizon,
-                         "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan), "unroll": FLAGS.unroll, "dtype": "float32"},
-              "device": device_info(), "versions": versions(), **timing,
-              "samples_per_s": batch_size * horizon / timing["median_s"]})
+    unknown = sorted(set(FLAGS.encoder_scan) - set(SCAN_IMPLS))
+    if unknown:
+        raise app.UsageError(f"--encoder_scan: unknown {unknown}; use some of {SCAN_IMPLS}")
+    benches = [StepBench(FLAGS.model, scan, FLAGS.batch_size, FLAGS.segment_len, FLAGS.unroll,
+                         FLAGS.rollout_gradient) for scan in FLAGS.encoder_scan]
+    if FLAGS.breakdown:
+        breakdown(benches, horizons, FLAGS.repeats)
+        return
+    for bench in benches:
+        for horizon in horizons:
+            timing = measure(lambda: bench.step(horizon), jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)
+            emit({"benchmark": "train_step", "impl": "jax", "config": bench.config_record(horizon),
+                  "device": device_info(), "versions": versions(), **timing,
+                  "samples_per_s": bench.batch_size * horizon / timing["median_s"]})
 
 
 if __name__ == "__main__":

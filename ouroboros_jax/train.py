@@ -13,7 +13,7 @@ from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import DataConfig
 from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.losses import LossWeights
-from ouroboros_jax.model.mamba import SCAN_IMPLS
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.run import LR_SCHEDULES, RunConfig, train_and_evaluate
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
@@ -46,7 +46,7 @@ flags.DEFINE_bool("keep_const", True, "Keep the constant kernel coefficient W[0,
 flags.DEFINE_bool("osc_init", False, "Start every seed as a marginal limit cycle.")
 flags.DEFINE_float("lam", 1.068, "Kernel-weight penalty base (used by --loss_mode=mse_accel; recorded otherwise).")
 flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS,
-                  "Selective-scan implementation of the encoders (auto: sequential on CPU, associative on GPU).")
+                  "Selective-scan implementation of the encoders (auto: fused on CPU, associative on GPU).")
 # loss
 flags.DEFINE_float("lam_spec", 1.0, "Weight of the multi-resolution STFT loss.")
 flags.DEFINE_float("lam_tf", 1.0, "Weight of the teacher-forced acceleration anchor.")

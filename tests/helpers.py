@@ -1,6 +1,7 @@
-"""Shared test fixtures that need the package: golden-configured models and drives."""
+"""Shared test fixtures that need the package: golden-configured models and drives, SSM references."""
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
@@ -26,3 +27,23 @@ def golden_model(golden, golden_json, name: str) -> Ouroboros:
 
 def golden_drives(golden, name: str) -> Drives:
     return Drives(*(jnp.asarray(golden[f"{name}/drives/{k}"]) for k in Drives._fields))
+
+
+def naive_ssm(delta, x, A, Bt, Ct):
+    """The recurrence as written in the module docstring, one sample at a time in float64."""
+    delta, x, A, Bt, Ct = (np.asarray(a, np.float64) for a in (delta, x, A, Bt, Ct))
+    h = np.zeros(delta.shape[:1] + A.shape)
+    y = np.zeros_like(delta)
+    for t in range(delta.shape[1]):
+        h = np.exp(delta[:, t, :, None] * A[None]) * h + (delta[:, t] * x[:, t])[:, :, None] * Bt[:, t, None, :]
+        y[:, t] = np.einsum("bdn,bn->bd", h, Ct[:, t])
+    return y
+
+
+def ssm_inputs(batch, length, d_inner, d_state, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    delta = np.log1p(np.exp(rng.standard_normal((batch, length, d_inner)) - 2.0))  # softplus, as the layer
+    x = rng.standard_normal((batch, length, d_inner))
+    A = -np.exp(rng.uniform(-1.0, 1.5, (d_inner, d_state)))
+    Bt, Ct = rng.standard_normal((2, batch, length, d_state))
+    return tuple(jnp.asarray(a, dtype) for a in (delta, x, A, Bt, Ct))

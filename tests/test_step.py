@@ -237,3 +237,30 @@ def test_deer_step_equals_the_scan_step(max_iter):
     else:
         assert int(metrics.deer_fallbacks) == 0 and 1 < float(metrics.deer_iterations) <= max_iter
     assert int(scan_metrics.deer_fallbacks) == 0 and float(scan_metrics.deer_iterations) == 0.0
+
+
+@functools.lru_cache(maxsize=None)
+def step_gradients(scan_impl: str, gradient: str):
+    """The loss and parameter gradients of one spectral step with these implementations."""
+    from ouroboros_jax.training.step import objective
+
+    model = dataclasses.replace(TINY, scan_impl=scan_impl)
+    config = dataclasses.replace(SMALL_STEP, rollout=RolloutConfig(gradient=gradient))
+    state = init_train_state(model, make_optimizer(), jax.random.key(0))
+    f = functools.partial(objective, graphdef=model_graphdef(model), batch=syllable(), key=jax.random.key(1),
+                          weights=ALL_TERMS, tf_var=1e-3, config=config)
+    (total, _), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(state.params)
+    return total, grads
+
+
+@pytest.mark.parametrize("scan_impl,gradient", [("sequential", "autodiff"), ("associative", "adjoint"),
+                                                ("chunked", "adjoint"), ("fused", "autodiff")])
+def test_step_agrees_across_encoder_scans_and_rollout_gradients(scan_impl, gradient):
+    """Every encoder scan and both rollout gradients give the default's loss and gradients to
+    float32 rounding (1e-4 of each tensor's largest entry; a wrong term moves them by O(1))."""
+    want_total, want = step_gradients("fused", "adjoint")
+    total, grads = step_gradients(scan_impl, gradient)
+    np.testing.assert_allclose(total, want_total, rtol=1e-5)
+    for (path, got), w in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(want)):
+        scale = float(np.abs(np.asarray(w)).max())
+        np.testing.assert_allclose(got, w, rtol=0, atol=1e-4 * scale + 1e-12, err_msg=jax.tree_util.keystr(path))

@@ -11,23 +11,12 @@ convolution's `conv_weight` is (d_conv, d_inner).
 """
 
 import math
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-ScanImpl = Literal["auto", "associative", "sequential", "chunked"]
-SCAN_IMPLS = ("auto", "associative", "sequential", "chunked")
-
-
-def resolve_scan_impl(impl: ScanImpl) -> ScanImpl:
-    """"auto" is the fastest measured per backend: "sequential" on CPU (0.95 s against 1.09 s
-    for "associative" per default-size training step at H = 2048, docs/performance.md), and
-    "associative" on accelerators, where each sequential step costs a fixed ~10 us."""
-    if impl != "auto":
-        return impl
-    return "sequential" if jax.default_backend() == "cpu" else "associative"
+from ouroboros_jax.model.selective_scan import ScanImpl, selective_ssm
 
 _RMS_EPS = 1e-5
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -44,77 +33,6 @@ def uniform_init(bound: float) -> nnx.Initializer:
 
 def _inverse_softplus(y: jax.Array) -> jax.Array:
     return y + jnp.log(-jnp.expm1(-y))
-
-
-def selective_scan(decay: jax.Array, inputs: jax.Array, impl: ScanImpl = "auto") -> jax.Array:
-    """Solves h_t = decay_t * h_{t-1} + inputs_t with h_{-1} = 0 along axis 1.
-
-    Args:
-      decay: (B, T, D, N), the discretised state matrix exp(delta_t A).
-      inputs: (B, T, D, N), the discretised input delta_t B_t x_t.
-      impl: "auto" (see `resolve_scan_impl`), "associative" (parallel prefix: O(log T) depth, O(T log T) work), "sequential" (one
-        `lax.scan` step per sample) or "chunked" (two levels of ~sqrt(T) vectorised steps). All
-        compute the same recurrence and differ only in execution and rounding.
-
-    Returns:
-      h: (B, T, D, N).
-    """
-    impl = resolve_scan_impl(impl)
-    if impl == "associative":
-
-        def combine(earlier, later):
-            a1, b1 = earlier
-            a2, b2 = later
-            return a1 * a2, a2 * b1 + b2
-
-        _, h = jax.lax.associative_scan(combine, (decay, inputs), axis=1)
-        return h
-    if impl == "sequential":
-        return _sequential_scan(decay, inputs, axis=1)[0]
-    if impl == "chunked":
-        return _chunked_scan(decay, inputs)
-    raise ValueError(f"unknown selective scan implementation {impl!r}; use one of {SCAN_IMPLS}")
-
-
-def _sequential_scan(decay: jax.Array, inputs: jax.Array, axis: int):
-    """h_t = decay_t h_{t-1} + inputs_t along `axis` by `lax.scan`; also returns prod(decay_0..t).
-
-    Returns:
-      (h, cumulative decay), each of the inputs' shape.
-    """
-
-    def step(carry, ab):
-        h, p = carry
-        a, b = ab
-        h, p = a * h + b, a * p
-        return (h, p), (h, p)
-
-    a, b = jnp.moveaxis(decay, axis, 0), jnp.moveaxis(inputs, axis, 0)
-    _, (h, p) = jax.lax.scan(step, (jnp.zeros_like(b[0]), jnp.ones_like(a[0])), (a, b))
-    return jnp.moveaxis(h, 0, axis), jnp.moveaxis(p, 0, axis)
-
-
-def _chunked_scan(decay: jax.Array, inputs: jax.Array) -> jax.Array:
-    """Two-level scan: ~2 sqrt(T) sequential steps of O(T) total work, each vectorised.
-
-    The sequence is cut into chunks of ~sqrt(T). Every chunk is scanned from a zero state at once
-    (a scan over the position inside the chunk); then the chunks' final states are carried across
-    chunks (a short scan), and each chunk adds its incoming state times its cumulative decay.
-    """
-    batch, length = inputs.shape[:2]
-    chunk = max(1, math.isqrt(length))
-    n_chunks = -(-length // chunk)
-    pad = n_chunks * chunk - length
-    # Padding at the end (decay 1, input 0) cannot change earlier states.
-    a = jnp.pad(decay, ((0, 0), (0, pad), (0, 0), (0, 0)), constant_values=1.0)
-    b = jnp.pad(inputs, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    a = a.reshape(batch, n_chunks, chunk, *a.shape[2:])
-    b = b.reshape(batch, n_chunks, chunk, *b.shape[2:])
-    local, cumulative = _sequential_scan(a, b, axis=2)  # (B, C, K, D, N)
-    carried, _ = _sequential_scan(cumulative[:, :, -1], local[:, :, -1], axis=1)  # state after each chunk
-    incoming = jnp.concatenate([jnp.zeros_like(carried[:, :1]), carried[:, :-1]], axis=1)  # (B, C, D, N)
-    h = local + cumulative * incoming[:, :, None]
-    return h.reshape(batch, n_chunks * chunk, *h.shape[3:])[:, :length]
 
 
 class MambaBlock(nnx.Module):
@@ -154,11 +72,7 @@ class MambaBlock(nnx.Module):
         xb = jax.nn.silu(self._causal_conv(xb))
         delta_raw, b, c = jnp.split(self.x_proj(xb), [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
         delta = jax.nn.softplus(self.dt_proj(delta_raw))  # (B, T, d_inner)
-        a = -jnp.exp(self.A_log[...])[None, None]  # (1, 1, d_inner, N)
-        decay = jnp.exp(delta[..., None] * a)
-        inputs = (delta * xb)[..., None] * b[:, :, None, :]
-        h = selective_scan(decay, inputs, scan_impl)
-        y = jnp.einsum("btdn,btn->btd", h, c) + self.D[...][None, None] * xb
+        y = selective_ssm(delta, xb, -jnp.exp(self.A_log[...]), b, c, scan_impl) + self.D[...][None, None] * xb
         return self.out_proj(y * jax.nn.silu(zb))
 
     def _causal_conv(self, xb: jax.Array) -> jax.Array:

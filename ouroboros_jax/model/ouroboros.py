@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ouroboros_jax.model.lowpass import gaussian_lowpass
-from ouroboros_jax.model.mamba import SCAN_IMPLS, MambaEncoder, ScanImpl, uniform_init
+from ouroboros_jax.model.mamba import MambaEncoder, uniform_init
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, ScanImpl
 from ouroboros_jax.model.polynomial import kernel_value, structural_mask
 
 # osc_init constants (SPEC a.6): a marginal van-der-Pol-like limit cycle at initialisation.
@@ -41,7 +42,8 @@ class ModelConfig:
       sample_rate: audio sample rate in Hz; dt = 1 / sample_rate.
       tau: model time constant in seconds; None means dt (one sample per unit of rescaled time).
       scan_impl: how the encoders' selective scan runs: "auto" (the fastest per backend),
-        "associative", "sequential" or "chunked"; the result is the same to float32 rounding.
+        "fused", "associative", "sequential", "chunked" or "pallas"
+        (`ouroboros_jax.model.selective_scan`); the result is the same to float32 rounding.
     """
 
     n_kernels: int = 15

@@ -29,7 +29,7 @@ from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import autonomy_score, correct, generate, rank_seeds
 from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights, teacher_acceleration_variance
-from ouroboros_jax.model.mamba import resolve_scan_impl
+from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.logbook import Logbook, console
