@@ -2,13 +2,15 @@
 
 Pure functions of the epoch. `epoch` is the global 0-based epoch of the run and `n_epochs` the
 run's total number of epochs, so seed culling does not restart the curriculum (DESIGN
-decision 1). Horizons are Python ints: the trainer compiles once per distinct horizon.
+decision 1). Horizons are Python ints; the trainer passes them to its compiled programs as data,
+one program per group of horizons that share their STFT configs (`program_horizons`).
 """
 
 import jax.numpy as jnp
 
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import LossWeights
+from ouroboros_jax.losses import LossWeights, stft_configs_for_horizon
+from ouroboros_jax.model.lowpass import gaussian_radius
 
 HORIZON_SCHEDULES = ("geom", "linear", "const", "pow2")
 
@@ -57,9 +59,33 @@ def horizon_for_epoch(epoch: int, n_epochs: int, h_min: int, h_max: int, schedul
 
 
 def distinct_horizons(n_epochs: int, h_min: int, h_max: int, schedule: str) -> tuple[int, ...]:
-    """The distinct horizons a run uses, in order of first use (one compilation each)."""
+    """The distinct horizons a run uses, in order of first use."""
     horizons = (horizon_for_epoch(e, n_epochs, h_min, h_max, schedule) for e in range(n_epochs))
     return tuple(dict.fromkeys(horizons))
+
+
+def program_horizons(horizons, stft_configs, env_sigma: float | None = None) -> dict[int, int]:
+    """The compiled program that serves each horizon, named by its largest horizon.
+
+    Horizons share a program when they keep the same STFT configs (SPEC c.4: the set changes
+    only where an n_fft stops fitting) and, with envelope terms (`env_sigma` in samples), the
+    same envelope filter radius (capped at H - 1). The program rolls out to its largest horizon
+    and leaves the later steps out of the loss (`ouroboros_jax.losses`).
+
+    Example: horizons 512..2048 with n_fft 256, 512, 1024 -> 512..1023 served by the program of
+    the largest of them below 1024, 1024..2048 by that of 2048.
+
+    Returns:
+      {horizon: program horizon} for every horizon given.
+    """
+
+    def group(h):
+        return stft_configs_for_horizon(stft_configs, h), None if env_sigma is None else gaussian_radius(env_sigma, h)
+
+    largest = {}
+    for h in horizons:
+        largest[group(h)] = max(h, largest.get(group(h), h))
+    return {h: largest[group(h)] for h in horizons}
 
 
 def _ramp(epoch, warmup_epochs: int):

@@ -17,6 +17,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import kernel_value
@@ -78,7 +79,8 @@ def rk4_step(x, v, omega2, gamma, W, config: RolloutConfig):
     return soft_tanh(x, config.bound_x), soft_tanh(v, config.bound_v)
 
 
-def rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: RolloutConfig = RolloutConfig()):
+def rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: RolloutConfig = RolloutConfig(),
+            length=None):
     """Integrates the ODE autonomously from (x0, v0) for `horizon` samples.
 
     Only the state is integrated; the drives are given (computed from the data, "teacher
@@ -89,16 +91,22 @@ def rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: 
       x0, v0: (B,) initial state.
       horizon: H, the number of output samples (H - 1 steps); static.
       config: integration settings.
+      length: None, or a traced horizon n <= H: only the first n - 1 steps are integrated (a
+        `lax.cond` per step skips the others, forward and backward); later samples hold the
+        state at n - 1 and carry no gradient.
 
     Returns:
       x_hat: (B, H) with x_hat[:, 0] = x0.
     """
     if not 1 <= horizon <= drives.omega.shape[1]:
         raise ValueError(f"horizon {horizon} must be in [1, segment length {drives.omega.shape[1]}]")
-    return state_trajectory(jnp.square(drives.omega), drives.gamma, drives.W, x0, v0, horizon - 1, config)[..., 0]
+    active_steps = None if length is None else length - 1
+    return state_trajectory(jnp.square(drives.omega), drives.gamma, drives.W, x0, v0, horizon - 1, config,
+                            active_steps)[..., 0]
 
 
-def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig = RolloutConfig()):
+def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig = RolloutConfig(),
+                     active_steps=None):
     """The state (x, v) after each of `steps` sequential RK4 steps, one `lax.scan`.
 
     Args:
@@ -107,13 +115,14 @@ def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig
       x0, v0: (B,) initial state.
       steps: number of steps (static).
       config: integration settings; `config.gradient` chooses how it is differentiated.
+      active_steps: None (all), or a traced count: steps from then on keep the state.
 
     Returns:
       (B, steps + 1, 2): (x, v) with the initial state first.
     """
     if config.gradient == "adjoint":
-        return _adjoint_trajectory(omega2, gamma, W, x0, v0, steps, config)
-    return _forward_trajectory(omega2, gamma, W, x0, v0, steps, config)
+        return _adjoint_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
+    return _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
 
 
 def _drive_at(k, omega2, gamma, W):
@@ -122,38 +131,53 @@ def _drive_at(k, omega2, gamma, W):
     return tuple(jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False) for a in (omega2, gamma, W))
 
 
-def _forward_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig):
+def _if_active(k, active_steps, step, skip, *operands):
+    """step(*operands) for k < active_steps, else skip(*operands): a real branch, since the count
+    is shared by every seed of a vmapped program."""
+    if active_steps is None:
+        return step(*operands)
+    return jax.lax.cond(k < active_steps, step, skip, *operands)
+
+
+def _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps: int, config: RolloutConfig):
     def step(state, k):
-        state = rk4_step(*state, *_drive_at(k, omega2, gamma, W), config)
+        state = _if_active(k, active_steps, lambda s: rk4_step(*s, *_drive_at(k, omega2, gamma, W), config),
+                           lambda s: s, state)
         return state, jnp.stack(state, axis=-1)
 
     _, following = jax.lax.scan(step, (x0, v0), jnp.arange(steps), unroll=config.unroll)
     return jnp.concatenate([jnp.stack([x0, v0], axis=-1)[:, None], jnp.swapaxes(following, 0, 1)], axis=1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _adjoint_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _adjoint_trajectory(omega2, gamma, W, x0, v0, active_steps, steps: int, config: RolloutConfig):
     """`_forward_trajectory` whose backward pass is the discrete adjoint: a reverse scan that
     recomputes step k from the saved state s_k and pulls the cotangent of s_{k+1} back through
     it (`jax.vjp` of one RK4 step). Saves only the trajectory (B, steps + 1, 2) and the drives."""
-    return _forward_trajectory(omega2, gamma, W, x0, v0, steps, config)
+    return _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
 
 
-def _adjoint_fwd(omega2, gamma, W, x0, v0, steps, config):
-    trajectory = _forward_trajectory(omega2, gamma, W, x0, v0, steps, config)
-    return trajectory, (omega2, gamma, W, trajectory)
+def _adjoint_fwd(omega2, gamma, W, x0, v0, active_steps, steps, config):
+    trajectory = _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
+    return trajectory, (omega2, gamma, W, trajectory, active_steps)
 
 
 def _adjoint_bwd(steps, config, residuals, g_trajectory):
-    omega2, gamma, W, trajectory = residuals
+    omega2, gamma, W, trajectory, active_steps = residuals
 
-    def step(g_next, k):  # g_next: total cotangent of s_{k+1}, (B, 2)
+    def pull_back(g_next, k):  # g_next: total cotangent of s_{k+1}, (B, 2)
         s = jax.lax.dynamic_index_in_dim(trajectory, k, axis=1, keepdims=False)
         _, pullback = jax.vjp(lambda x, v, *drive: rk4_step(x, v, *drive, config), s[:, 0], s[:, 1],
                               *_drive_at(k, omega2, gamma, W))
         g_x, g_v, *g_drive = pullback((g_next[:, 0], g_next[:, 1]))
-        g_s = jnp.stack([g_x, g_v], axis=-1) + jax.lax.dynamic_index_in_dim(g_trajectory, k, axis=1, keepdims=False)
-        return g_s, g_drive
+        return jnp.stack([g_x, g_v], axis=-1), tuple(g_drive)
+
+    def held(g_next, k):  # a skipped step is the identity
+        return g_next, tuple(jnp.zeros(a.shape[:1] + a.shape[2:], a.dtype) for a in (omega2, gamma, W))
+
+    def step(g_next, k):
+        g_s, g_drive = _if_active(k, active_steps, pull_back, held, g_next, k)
+        return g_s + jax.lax.dynamic_index_in_dim(g_trajectory, k, axis=1, keepdims=False), g_drive
 
     g0, g_drives = jax.lax.scan(step, g_trajectory[:, steps], jnp.arange(steps), reverse=True, unroll=config.unroll)
 
@@ -161,7 +185,8 @@ def _adjoint_bwd(steps, config, residuals, g_trajectory):
         g = jnp.swapaxes(g, 0, 1)
         return jnp.concatenate([g, jnp.zeros((g.shape[0], like.shape[1] - steps) + g.shape[2:], g.dtype)], axis=1)
 
-    return (*(batch_major(g, a) for g, a in zip(g_drives, (omega2, gamma, W))), g0[:, 0], g0[:, 1])
+    no_gradient = None if active_steps is None else np.zeros(np.shape(active_steps), jax.dtypes.float0)
+    return (*(batch_major(g, a) for g, a in zip(g_drives, (omega2, gamma, W))), g0[:, 0], g0[:, 1], no_gradient)
 
 
 _adjoint_trajectory.defvjp(_adjoint_fwd, _adjoint_bwd)

@@ -6,6 +6,11 @@ variance-normalised teacher-forced acceleration anchor, and the two envelope ter
 MSE-on-acceleration objective is `mse_accel_loss`.
 
 Shapes, configurations and filter widths are static Python values; arrays are (B, ...) batches.
+The rollout terms take an optional traced `length`: the signals are then the first `length`
+samples of (B, H_max) buffers, and every term (frames, their reflect padding at the end of the
+signal, envelopes, means) is that of the first `length` samples alone, so one compiled program
+serves every horizon up to H_max (with the same STFT configs) and equals the program compiled for
+that horizon to float32 rounding.
 """
 
 from typing import NamedTuple
@@ -15,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ouroboros_jax.model.lowpass import gaussian_lowpass
+from ouroboros_jax.model.lowpass import gaussian_lowpass, reflect_indices
 
 DEFAULT_STFT_CONFIGS = ((256, 64), (512, 128), (1024, 256))
 """(n_fft, hop) pairs of the multi-resolution STFT loss."""
@@ -39,18 +44,18 @@ def _safe_sqrt(s: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1.0)), 0.0)
 
 
-def _frobenius_norm(m: jax.Array) -> jax.Array:
-    """Per-example Frobenius norm of (B, F, T) spectrograms, (B,); zero gradient at 0."""
-    return _safe_sqrt(jnp.sum(jnp.square(m), axis=(1, 2)))
-
-
-def _frame_indices(length: int, n_fft: int, hop: int) -> np.ndarray:
-    """Sample indices of centred frames into the padded signal, (n_frames, n_fft), static."""
-    n_frames = 1 + (length + 2 * (n_fft // 2) - n_fft) // hop
+def _frame_positions(size: int, n_fft: int, hop: int) -> np.ndarray:
+    """Positions of centred frames in the signal padded by n_fft // 2, (n_frames, n_fft), static."""
+    n_frames = 1 + (size + 2 * (n_fft // 2) - n_fft) // hop
     return hop * np.arange(n_frames)[:, None] + np.arange(n_fft)[None, :]
 
 
-def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+def n_stft_frames(length, n_fft: int, hop: int):
+    """Frames of a centred STFT of `length` samples (int or traced)."""
+    return 1 + (length + 2 * (n_fft // 2) - n_fft) // hop
+
+
+def stft_magnitude(x: jax.Array, n_fft: int, hop: int, length=None) -> jax.Array:
     """Magnitude of the one-sided STFT, as torch.stft(center=True, pad_mode='reflect').
 
     Periodic Hann window of length n_fft, frames centred on multiples of `hop` (the signal is
@@ -61,17 +66,24 @@ def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
       x: (B, T) signals, T > n_fft // 2 (reflect padding).
       n_fft: FFT and window length (static).
       hop: frame step in samples (static).
+      length: None, or a traced number of valid samples n <= T: the STFT of x[:, :n], in the
+        first `n_stft_frames(n, ...)` frames (the later ones are meaningless).
 
     Returns:
-      (B, n_fft // 2 + 1, n_frames) magnitudes, n_frames = 1 + (T + 2 (n_fft // 2) - n_fft) // hop.
+      (B, n_fft // 2 + 1, n_frames) magnitudes, n_frames = `n_stft_frames(T, n_fft, hop)`.
     """
-    pad = n_fft // 2
-    padded = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-    frames = padded[:, _frame_indices(x.shape[-1], n_fft, hop)]  # (B, n_frames, n_fft)
+    pad, size = n_fft // 2, x.shape[-1]
+    samples = reflect_indices(size + 2 * pad, pad, size if length is None else length)
+    frames = x[:, samples[_frame_positions(size, n_fft, hop)]]  # (B, n_frames, n_fft)
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
     spec = jnp.fft.rfft(frames * jnp.asarray(window, dtype=x.dtype)[None, None, :], axis=-1)
     mag = _safe_sqrt(jnp.square(spec.real) + jnp.square(spec.imag))
     return jnp.swapaxes(mag, 1, 2)
+
+
+def _sum_over(values: jax.Array, axes, valid=None) -> jax.Array:
+    """Sum over `axes`, of the entries where `valid` (broadcastable) is True when given."""
+    return jnp.sum(values if valid is None else jnp.where(valid, values, 0.0), axis=axes)
 
 
 def stft_configs_for_horizon(configs, horizon: int) -> tuple:
@@ -94,7 +106,7 @@ def stft_configs_for_horizon(configs, horizon: int) -> tuple:
     return ((n_fft, max(1, n_fft // 4)),)
 
 
-def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS) -> jax.Array:
+def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS, length=None) -> jax.Array:
     """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 (SPEC c.5).
 
     For each config kept by `stft_configs_for_horizon(configs, H)`, with A = |STFT(pred)| and
@@ -108,6 +120,8 @@ def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS
       pred: (B, H) rollout.
       target: (B, H) audio.
       configs: (n_fft, hop) pairs before filtering for H (static).
+      length: None (H), or the traced horizon n <= H: the loss of pred[:, :n] and target[:, :n];
+        the configs are filtered for H, so n must keep the same ones (the caller's promise).
 
     Returns:
       Scalar loss.
@@ -115,15 +129,22 @@ def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS
     chex.assert_equal_shape((pred, target))
     per_config = []
     for n_fft, hop in stft_configs_for_horizon(configs, pred.shape[-1]):
-        a = stft_magnitude(pred, n_fft, hop)
-        g = stft_magnitude(target, n_fft, hop)
-        sc = _frobenius_norm(g - a) / (_frobenius_norm(g) + _SC_EPS)
-        lm = jnp.mean(jnp.abs(jnp.log(g + _LOG_MAG_EPS) - jnp.log(a + _LOG_MAG_EPS)), axis=(1, 2))
+        a = stft_magnitude(pred, n_fft, hop, length)
+        g = stft_magnitude(target, n_fft, hop, length)
+        if length is None:
+            valid, n_valid = None, g.shape[-1]
+        else:
+            n_valid = n_stft_frames(length, n_fft, hop)
+            valid = (jnp.arange(g.shape[-1]) < n_valid)[None, None, :]
+        sc = _safe_sqrt(_sum_over(jnp.square(g - a), (1, 2), valid)) / (
+            _safe_sqrt(_sum_over(jnp.square(g), (1, 2), valid)) + _SC_EPS)
+        log_diff = jnp.abs(jnp.log(g + _LOG_MAG_EPS) - jnp.log(a + _LOG_MAG_EPS))
+        lm = _sum_over(log_diff, (1, 2), valid) / (g.shape[1] * n_valid)
         per_config.append(jnp.mean(sc + lm))
     return jnp.mean(jnp.stack(per_config))
 
 
-def gaussian_envelope(y: jax.Array, sigma: float) -> jax.Array:
+def gaussian_envelope(y: jax.Array, sigma: float, length=None) -> jax.Array:
     """Amplitude envelope: zero-phase Gaussian low-pass of |y| along the last axis (SPEC c.6).
 
     The filter radius is capped at H - 1 (DESIGN decision 5), so any H >= 2 works.
@@ -131,14 +152,23 @@ def gaussian_envelope(y: jax.Array, sigma: float) -> jax.Array:
     Args:
       y: (..., H) signals.
       sigma: Gaussian width in samples (static); env_ms / 1000 * sample_rate.
+      length: None, or the traced number of valid samples (`gaussian_lowpass`).
 
     Returns:
       (..., H) envelope.
     """
-    return gaussian_lowpass(jnp.abs(y), sigma, axis=-1)
+    return gaussian_lowpass(jnp.abs(y), sigma, axis=-1, length=length)
 
 
-def envelope_l1_loss(pred: jax.Array, target: jax.Array, sigma: float) -> jax.Array:
+def _time_mean(values: jax.Array, length=None) -> jax.Array:
+    """Mean over the last axis, of its first `length` entries when given. (..., H) -> (...)."""
+    if length is None:
+        return jnp.mean(values, axis=-1)
+    valid = jnp.arange(values.shape[-1]) < length
+    return _sum_over(values, -1, valid) / length
+
+
+def envelope_l1_loss(pred: jax.Array, target: jax.Array, sigma: float, length=None) -> jax.Array:
     """Target-normalised envelope L1 (SPEC c.6).
 
     mean_b [ mean_t |e(pred) - e(target)| / (mean_t e(target) + 1e-6) ], e = `gaussian_envelope`.
@@ -147,22 +177,20 @@ def envelope_l1_loss(pred: jax.Array, target: jax.Array, sigma: float) -> jax.Ar
       pred: (B, H) rollout.
       target: (B, H) audio.
       sigma: envelope width in samples (static).
+      length: None, or the traced horizon n <= H (as in `mrstft_loss`).
 
     Returns:
       Scalar loss.
     """
     chex.assert_equal_shape((pred, target))
-    e_pred = gaussian_envelope(pred, sigma)
-    e_target = gaussian_envelope(target, sigma)
-    per_example = jnp.mean(jnp.abs(e_pred - e_target), axis=-1) / (
-        jnp.mean(e_target, axis=-1) + _ENV_MEAN_EPS
-    )
+    e_pred = gaussian_envelope(pred, sigma, length)
+    e_target = gaussian_envelope(target, sigma, length)
+    per_example = _time_mean(jnp.abs(e_pred - e_target), length) / (_time_mean(e_target, length) + _ENV_MEAN_EPS)
     return jnp.mean(per_example)
 
 
-def envelope_log_loss(
-    pred: jax.Array, target: jax.Array, sigma: float, eps: float = 1e-4
-) -> jax.Array:
+def envelope_log_loss(pred: jax.Array, target: jax.Array, sigma: float, eps: float = 1e-4,
+                      length=None) -> jax.Array:
     """Log-ratio envelope loss: mean_{b,t} |ln(e(pred) + eps) - ln(e(target) + eps)| (SPEC c.7).
 
     Symmetric in over- and undershoot; eps is a noise floor that caps the penalty of a silent
@@ -173,14 +201,16 @@ def envelope_log_loss(
       target: (B, H) audio.
       sigma: envelope width in samples (static).
       eps: noise floor (`--env_log_eps`).
+      length: None, or the traced horizon n <= H (as in `mrstft_loss`).
 
     Returns:
       Scalar loss.
     """
     chex.assert_equal_shape((pred, target))
-    log_pred = jnp.log(gaussian_envelope(pred, sigma) + eps)
-    log_target = jnp.log(gaussian_envelope(target, sigma) + eps)
-    return jnp.mean(jnp.abs(log_pred - log_target))
+    log_pred = jnp.log(gaussian_envelope(pred, sigma, length) + eps)
+    log_target = jnp.log(gaussian_envelope(target, sigma, length) + eps)
+    diff = jnp.abs(log_pred - log_target)
+    return jnp.mean(diff) if length is None else jnp.mean(_time_mean(diff, length))
 
 
 def acceleration_anchor_loss(

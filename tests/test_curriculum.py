@@ -8,6 +8,7 @@ import pytest
 from ouroboros_jax.curriculum import (
     HORIZON_SCHEDULES,
     distinct_horizons,
+    program_horizons,
     horizon_for_epoch,
     pow2_horizon_buckets,
     warmup_weights,
@@ -136,3 +137,23 @@ def test_warmup_under_jit_with_traced_epoch():
         spec, env = min(epoch / 5, 1), min(epoch / 4, 1)
         w = ramped(jnp.int32(epoch))
         np.testing.assert_allclose(tuple(w), (2.0 * spec, 3.0, 4.0 * env, 5.0 * env), rtol=1e-6)
+
+
+def test_program_horizons_group_by_the_stft_configs_kept():
+    """blk445: geom 512 -> 2048 over 50 epochs; n_fft 1024 first fits at H 1024 (epoch 25:
+    512 * 4^(25/49) = 1036.5, epoch 24: 1010.6), so 2 programs serve its 50 horizons."""
+    configs = ((256, 64), (512, 128), (1024, 256))
+    horizons = distinct_horizons(50, 512, 2048, "geom")
+    programs = program_horizons(horizons, configs)
+    assert programs == {h: 1010 if h < 1024 else 2048 for h in horizons}
+    # The demo: pow2 128, 256, 512 with n_fft 64, 128, 256: 256 joins at H 256.
+    assert program_horizons((128, 256, 512), ((64, 16), (128, 32), (256, 64))) == {128: 128, 256: 512, 512: 512}
+    # No config fits below 256: each horizon gets its own fallback config.
+    assert program_horizons((100, 120, 300), ((256, 64),)) == {100: 100, 120: 120, 300: 300}
+
+
+def test_program_horizons_keep_the_envelope_radius():
+    """The envelope filter's radius round(3 sigma) = 265 is capped at H - 1 below H 266."""
+    programs = program_horizons((270, 300, 400), ((64, 16),), env_sigma=88.2)
+    assert programs == {270: 400, 300: 400, 400: 400}
+    assert program_horizons((200, 266, 300), ((64, 16),), env_sigma=88.2) == {200: 200, 266: 300, 300: 300}

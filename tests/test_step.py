@@ -264,3 +264,44 @@ def test_step_agrees_across_encoder_scans_and_rollout_gradients(scan_impl, gradi
     for (path, got), w in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(want)):
         scale = float(np.abs(np.asarray(w)).max())
         np.testing.assert_allclose(got, w, rtol=0, atol=1e-4 * scale + 1e-12, err_msg=jax.tree_util.keystr(path))
+
+
+# The two programs of the default STFT configs: n_fft 1024 joins at H = 1024.
+HORIZON_GROUPS = {1023: (512, 700, 1023), 2048: (1024, 1500, 2048)}
+
+
+@functools.lru_cache(maxsize=None)
+def vmapped_objective(horizon: int, dynamic: bool):
+    """value_and_grad of `objective` vmapped over 2 seeds; the horizon traced (shared) if dynamic."""
+    from ouroboros_jax.training.step import objective
+
+    config = StepConfig(horizon=horizon, use_env=True, use_env_log=True)
+
+    def f(params, key, batch, h):
+        return jax.value_and_grad(objective, has_aux=True)(params, model_graphdef(TINY), batch, key, ALL_TERMS,
+                                                           1e-3, config, h if dynamic else None)
+
+    return jax.jit(jax.vmap(f, in_axes=(0, 0, None, None)))
+
+
+@pytest.mark.parametrize("cold_start", [False, True])
+def test_a_traced_horizon_gives_the_static_programs_loss_and_gradients(cold_start):
+    """One program per STFT-config group serves every horizon in it: loss terms, health metrics
+    and all gradients equal the program compiled for that horizon (loss rtol 1e-5; gradients
+    atol 1e-5 of each tensor's largest entry: float32 sums in another order), under vmap."""
+    batch = syllable(n_segments=2, length=2048)._replace(cold_start=jnp.array([cold_start, cold_start]))
+    states = jax.vmap(lambda k: init_train_state(TINY, make_optimizer(), k))(jax.random.split(jax.random.key(3)))
+    keys = jax.random.split(jax.random.key(4))
+    for program_horizon, horizons in HORIZON_GROUPS.items():
+        for horizon in horizons:
+            (total, aux), grads = vmapped_objective(horizon, False)(states.params, keys, batch, None)
+            (d_total, d_aux), d_grads = vmapped_objective(program_horizon, True)(states.params, keys, batch,
+                                                                                  jnp.int32(horizon))
+            np.testing.assert_allclose(d_total, total, rtol=1e-5, err_msg=str(horizon))
+            for name in ("spec", "env", "env_log"):
+                np.testing.assert_allclose(d_aux[0][name], aux[0][name], rtol=1e-5, err_msg=f"{name} at {horizon}")
+            np.testing.assert_allclose(d_aux[1:3], aux[1:3], rtol=1e-5, err_msg=f"health at {horizon}")
+            for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(d_grads), jax.tree_util.tree_leaves(grads)):
+                scale = float(np.abs(np.asarray(want)).max())
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale + 1e-12,
+                                           err_msg=f"{jax.tree_util.keystr(path)} at {horizon}")

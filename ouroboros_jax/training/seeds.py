@@ -74,9 +74,11 @@ def n_batches(n_segments: int, batch_size: int) -> int:
     return -(-n_segments // batch_size)
 
 
-def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: LossWeights, tf_var, *,
+def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: LossWeights, tf_var, horizon, *,
                 graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
-    """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran)."""
+    """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran).
+
+    `horizon`: None or traced, as in `train_step`."""
     n = data.x.shape[0]
     steps = n_batches(n, batch_size)
     key, k_order = jax.random.split(state.key)
@@ -87,7 +89,8 @@ def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: Lo
     def body(carry, idx):
         state, active, skip_run = carry
         batch = Batch(*(a[idx] for a in data))
-        new, metrics = train_step(state, batch, weights, tf_var, graphdef=graphdef, optimizer=optimizer, config=config)
+        new, metrics = train_step(state, batch, weights, tf_var, horizon, graphdef=graphdef, optimizer=optimizer,
+                                  config=config)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, state)
         skip_run = jnp.where(active, jnp.where(metrics.skipped > 0, skip_run + 1, 0), skip_run)
         ran = active
@@ -102,7 +105,10 @@ def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: Lo
 class SeedProgram:
     """Compiles and runs the epoch and evaluation programs for all seeds.
 
-    One compilation per distinct `StepConfig` (i.e. per horizon) and seed count, cached by jit.
+    One compilation per distinct `StepConfig` and seed count, cached by jit. With a traced
+    horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
+    that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
+    programs rather than one per horizon.
     With several devices the seed axis is sharded over a `Mesh` with a "seed" axis.
     """
 
@@ -132,11 +138,14 @@ class SeedProgram:
             _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
-        return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, None, None, None)))
+        return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, None, None, None, None)))
 
     def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
-                  config: StepConfig):
+                  config: StepConfig, horizon: int | None = None):
         """Trains every seed for one epoch.
+
+        `horizon`: None (the static `config.horizon`), or this epoch's horizon, passed to the
+        compiled program as data (<= config.horizon, with the same STFT configs).
 
         Returns:
           (states, progress, metrics, ran): metrics is `StepMetrics` with leaves (S, n_batches);
@@ -144,7 +153,8 @@ class SeedProgram:
         """
         weights = LossWeights(*(jnp.asarray(w, jnp.float32) for w in weights))
         states, active, skip_run, metrics, ran = self._epoch_fn(config)(
-            states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32)
+            states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32),
+            None if horizon is None else jnp.asarray(horizon, jnp.int32),
         )
         return states, SeedProgress(active, skip_run), metrics, ran
 

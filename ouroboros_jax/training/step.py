@@ -92,7 +92,8 @@ class StepConfig:
     """The static part of a step: one compilation per distinct value.
 
     Attributes:
-      horizon: rollout length H in samples.
+      horizon: rollout length H in samples; with a traced horizon passed to `train_step`, the
+        largest horizon the program serves (its rollout buffer).
       loss_mode: "spectral_rollout" (the method) or "mse_accel" (the legacy baseline).
       stft_configs: (n_fft, hop) pairs of the MRSTFT loss, before filtering by H.
       env_sigma: sigma of the envelope filter in samples (env_ms / 1000 * sample_rate).
@@ -149,7 +150,8 @@ def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformatio
     return TrainState(params, optimizer.init(params), k_train, jnp.zeros((), jnp.int32))
 
 
-def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: float, config: StepConfig):
+def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: float, config: StepConfig,
+                    horizon=None):
     """The loss terms of SPEC (c) from already computed drives and initial state.
 
     Args:
@@ -159,30 +161,35 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
       tf_var: scalar normaliser of the anchor.
       time_scale: tau / dt.
       config: static settings.
+      horizon: None (`config.horizon`), or the traced horizon n <= config.horizon with the same
+        STFT configs: every term is that of the first n samples (`ouroboros_jax.losses`).
 
     Returns:
-      (components dict with spec, tf, env, env_log; x_hat (B, H) the rollout; (mean DEER
-      iterations, DEER fallbacks), zeros with the scan).
+      (components dict with spec, tf, env, env_log; x_hat (B, config.horizon) the rollout, its
+      samples from n on held; (mean DEER iterations, DEER fallbacks), zeros with the scan).
     """
     v = time_scale * batch.dxdt
     tf = acceleration_anchor_loss(teacher_acceleration(drives, batch.x, v), batch.d2x, tf_var)
-    x_hat, deer = _rollout(drives, batch, v, x0, v0, config)
+    x_hat, deer = _rollout(drives, batch, v, x0, v0, config, horizon)
     target = batch.x[:, : config.horizon]
     zero = jnp.zeros((), x_hat.dtype)
     components = {
-        "spec": mrstft_loss(x_hat, target, config.stft_configs),
+        "spec": mrstft_loss(x_hat, target, config.stft_configs, horizon),
         "tf": tf,
-        "env": envelope_l1_loss(x_hat, target, config.env_sigma) if config.use_env else zero,
-        "env_log": envelope_log_loss(x_hat, target, config.env_sigma, config.env_log_eps)
+        "env": envelope_l1_loss(x_hat, target, config.env_sigma, horizon) if config.use_env else zero,
+        "env_log": envelope_log_loss(x_hat, target, config.env_sigma, config.env_log_eps, horizon)
         if config.use_env_log else zero,
     }
     return components, x_hat, deer
 
 
-def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig):
+def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig, horizon=None):
     """The rollout by the configured backend: (x_hat (B, H), (mean DEER iterations, fallbacks))."""
     if config.rollout_backend == "scan":
-        return rollout(drives, x0, v0, config.horizon, config.rollout), (jnp.zeros(()), jnp.zeros((), jnp.int32))
+        x_hat = rollout(drives, x0, v0, config.horizon, config.rollout, horizon)
+        return x_hat, (jnp.zeros(()), jnp.zeros((), jnp.int32))
+    if horizon is not None:
+        raise ValueError("the DEER rollout needs a static horizon: one program per horizon")
     # Newton starts from the data trajectory where the rollout starts from the data (close once
     # the model is trained), and from the held initial state for cold starts.
     data = jnp.stack([batch.x[:, : config.horizon], v[:, : config.horizon]], axis=-1)
@@ -192,19 +199,27 @@ def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig):
     return x_hat, (jnp.mean(stats.iterations.astype(x_hat.dtype)), jnp.sum(stats.fell_back.astype(jnp.int32)))
 
 
-def rollout_health(x_hat, target, bound_x):
+def rollout_health(x_hat, target, bound_x, length=None):
     """Rollout RMS / target RMS, and the fraction of rollout samples within 1 % of the bound.
 
-    x_hat, target: (B, H). A ratio near 0 means the rollout collapsed to silence; a fraction near
-    1 means it is pinned at the soft-tanh bound. Returns two scalars.
+    x_hat, target: (B, H), of which the first `length` samples when given (traced). A ratio near
+    0 means the rollout collapsed to silence; a fraction near 1 means it is pinned at the
+    soft-tanh bound. Returns two scalars.
     """
-    rms_ratio = jnp.sqrt(jnp.mean(jnp.square(x_hat))) / (jnp.sqrt(jnp.mean(jnp.square(target))) + 1e-12)
-    pinned = jnp.mean(jnp.abs(x_hat) >= _PINNED * bound_x) if bound_x is not None else jnp.zeros(())
+    valid = None if length is None else (jnp.arange(x_hat.shape[1]) < length)[None, :]
+
+    def mean(values):
+        return jnp.mean(values) if valid is None else jnp.sum(jnp.where(valid, values, 0.0)) / (x_hat.shape[0] * length)
+
+    rms_ratio = jnp.sqrt(mean(jnp.square(x_hat))) / (jnp.sqrt(mean(jnp.square(target))) + 1e-12)
+    pinned = mean((jnp.abs(x_hat) >= _PINNED * bound_x).astype(x_hat.dtype)) if bound_x is not None else jnp.zeros(())
     return rms_ratio, pinned.astype(x_hat.dtype)
 
 
-def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig):
-    """Total loss of one batch and its parts: (total, (components, rms_ratio, pinned_frac, deer stats))."""
+def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon=None):
+    """Total loss of one batch and its parts: (total, (components, rms_ratio, pinned_frac, deer stats)).
+
+    `horizon`: None or traced, as in `spectral_losses`."""
     model = nnx.merge(graphdef, params)
     drives = model(batch.x, batch.dxdt)
     time_scale = model.config.time_scale
@@ -214,12 +229,12 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
         zero, nan = jnp.zeros_like(mse), jnp.full_like(mse, jnp.nan)
         return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan, zero, jnp.zeros((), jnp.int32))
     x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, config.ic_noise_rms)
-    components, x_hat, deer = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config)
-    health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x)
+    components, x_hat, deer = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config, horizon)
+    health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x, horizon)
     return total_loss(components, weights), (components, *health, *deer)
 
 
-def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *, graphdef,
+def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon=None, *, graphdef,
                optimizer: optax.GradientTransformation, config: StepConfig):
     """One optimisation step of one seed.
 
@@ -228,6 +243,9 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
       batch: (B, L) segments.
       weights: this epoch's (warmed-up) loss weights, scalars.
       tf_var: scalar anchor normaliser (`teacher_acceleration_variance` of the training set).
+      horizon: None (the static `config.horizon`), or this step's horizon as a traced int32
+        scalar <= config.horizon that keeps the same STFT configs: one compiled step then serves
+        every such horizon, with the loss and gradient of a step compiled for it.
       graphdef, optimizer, config: static (close over them or mark them static under jit).
 
     Returns:
@@ -236,7 +254,7 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
     key, k_ic = jax.random.split(state.key)
     (total, (components, rms_ratio, pinned_frac, deer_iterations, deer_fallbacks)), grads = jax.value_and_grad(
         objective, has_aux=True)(
-        state.params, graphdef, batch, k_ic, weights, tf_var, config
+        state.params, graphdef, batch, k_ic, weights, tf_var, config, horizon
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
@@ -253,7 +271,7 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, *,
     metrics = StepMetrics(
         spec=components["spec"], tf=components["tf"], env=components["env"], env_log=components["env_log"],
         total=total, grad_norm=grad_norm, skipped=(~finite).astype(jnp.int32),
-        horizon=jnp.asarray(config.horizon, jnp.int32),
+        horizon=jnp.asarray(config.horizon if horizon is None else horizon, jnp.int32),
         lam_spec_t=jnp.asarray(lam.lam_spec, jnp.float32), lam_env_t=jnp.asarray(lam.lam_env, jnp.float32),
         lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, pinned_frac=pinned_frac,
         deer_iterations=deer_iterations, deer_fallbacks=deer_fallbacks,
