@@ -1,0 +1,259 @@
+"""Other tools' annotation formats through crowsetta: round trips, syllable choice, one-line errors.
+
+Every format's files are written by crowsetta itself, except Praat TextGrids and the
+BirdsongRecognition XML, which crowsetta only reads: those are written here from the formats'
+own layout. Times are whole samples so that the sample-counting formats are exact too.
+"""
+
+import pathlib
+
+import crowsetta
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from ouroboros_jax.data import ANNOTATION_FORMATS, AnnotationSource, DataConfig, load_training_data
+from ouroboros_jax.data.annotations import write_annotations
+from ouroboros_jax.data.vocalisations import cold_start_window
+from ouroboros_jax.errors import InputError
+
+# crowsetta's writers use a pandas call that pandas 3 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Passing a dict to DataFrame.from_records")
+
+SR = 8000
+N_RECORDINGS = 6
+# Syllables of every recording; odd recordings swap the labels, so some start with a "b".
+SYLLABLES = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]])
+SAMPLER = dict(context_len=0.02, silence_prefix_ms=5, silence_suffix_ms=5, edge_ms=2, max_segs=0,
+               silence_pad_samples=100)
+
+
+def labels_of(k: int) -> np.ndarray:
+    return np.array(["a", "b", "a", "b"] if k % 2 == 0 else ["b", "a", "b", "a"])
+
+
+def stems():
+    return [f"rec{k}" for k in range(N_RECORDINGS)]
+
+
+def _boxes(syllables, labels, time_columns, label_column):
+    return pd.DataFrame({time_columns[0]: syllables[:, 0], time_columns[1]: syllables[:, 1], label_column: labels,
+                         "low_freq_hz": 500.0, "high_freq_hz": 3000.0})
+
+
+def _textgrid(syllables, labels) -> str:
+    """A Praat TextGrid (long text format) with one interval tier; gaps are empty intervals."""
+    edges = [0.0, *map(float, syllables.ravel()), 1.0]
+    texts = [t for label in labels for t in ("", label)] + [""]
+    intervals = "".join(f'        intervals [{i + 1}]:\n            xmin = {lo!r}\n            xmax = {hi!r}\n'
+                        f'            text = "{text}"\n' for i, (lo, hi, text) in enumerate(zip(edges, edges[1:], texts)))
+    return ('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 1\ntiers? <exists>\nsize = 1\n'
+            'item []:\n    item [1]:\n        class = "IntervalTier"\n        name = "syllables"\n        xmin = 0\n'
+            f'        xmax = 1\n        intervals: size = {len(texts)}\n{intervals}')
+
+
+def _birdsong_xml(tables) -> str:
+    """Koumura's Annotation.xml: one Sequence per recording, notes in samples from the sequence start."""
+    sequences = []
+    for name, (syllables, labels) in tables.items():
+        start = round(syllables[0, 0] * SR)
+        notes = "".join(f"<Note><Position>{round(on * SR) - start}</Position><Length>{round((off - on) * SR)}"
+                        f"</Length><Label>{label}</Label></Note>" for (on, off), label in zip(syllables, labels))
+        sequences.append(f"<Sequence><WaveFileName>{name}</WaveFileName><Position>{start}</Position><Length>"
+                         f"{round((syllables[-1, 1] - syllables[0, 0]) * SR)}</Length><NumNote>{len(labels)}</NumNote>"
+                         f"{notes}</Sequence>")
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Sequences><NumSequence>{len(sequences)}</NumSequence>'
+            f'{"".join(sequences)}</Sequences>')
+
+
+def write_annotation_files(fmt: str, folder: pathlib.Path, audio: pathlib.Path, tables: dict) -> None:
+    """The annotations `tables` ({audio file name: (syllables (K, 2) s, labels (K,))}) in format `fmt`."""
+    formats = crowsetta.formats
+    for name, (syllables, labels) in tables.items():
+        stem = pathlib.Path(name).stem
+        on, off = syllables[:, 0], syllables[:, 1]
+        if fmt == "ours":
+            write_annotations(folder / f"{stem}.txt", syllables, labels)
+        elif fmt == "aud-seq":
+            formats.by_name(fmt)(start_times=on, end_times=off, labels=labels, annot_path=folder).to_file(
+                folder / f"{stem}.txt")
+        elif fmt == "aud-bbox":
+            df = _boxes(syllables, labels, ("begin_time_s", "end_time_s"), "label")
+            formats.by_name(fmt)(df=df, annot_path=folder).to_file(folder / f"{stem}.txt")
+        elif fmt == "notmat":
+            formats.by_name(fmt)(onsets=on, offsets=off, labels=labels, annot_path=folder,
+                                 audio_path=audio / name).to_file(
+                samp_freq=SR, threshold=5000, min_syl_dur=0.02, min_silent_dur=0.002, fname=audio / name, dst=folder)
+        elif fmt == "raven":
+            df = _boxes(syllables, labels, ("begin_time_s", "end_time_s"), "annotation")
+            formats.by_name(fmt)(df=df, annot_path=folder, annot_col="Annotation").to_file(
+                folder / f"{stem}.Table.1.selections.txt")
+        elif fmt == "simple-seq":
+            formats.by_name(fmt)(onsets_s=on, offsets_s=off, labels=labels, annot_path=folder).to_file(
+                folder / f"{stem}.csv")
+        elif fmt == "timit":
+            samples = np.round(syllables * SR).astype(int)
+            formats.by_name(fmt)(begin_samples=samples[:, 0], end_samples=samples[:, 1], text=labels,
+                                 annot_path=folder).to_file(folder / f"{stem}.phn")
+        elif fmt == "textgrid":
+            (folder / f"{stem}.TextGrid").write_text(_textgrid(syllables, labels))
+    if fmt == "generic-seq":
+        annotations = [crowsetta.Annotation(annot_path=folder / "annotations.csv", notated_path=audio / name,
+                                            seq=crowsetta.Sequence.from_keyword(onsets_s=s[:, 0], offsets_s=s[:, 1],
+                                                                                labels=lab))
+                       for name, (s, lab) in tables.items()]
+        formats.by_name(fmt)(annots=annotations).to_file(folder / "annotations.csv", basename=True)
+    elif fmt == "birdsong-recognition-dataset":
+        (folder / "Annotation.xml").write_text(_birdsong_xml(tables))
+
+
+def labelled_bird(tmp_path, fmt, separate=False):
+    """(audio folder, annotation folder): recordings of tagged samples (any window names its file)."""
+    audio = tmp_path / "audio"
+    folder = tmp_path / "annotations" if separate else audio
+    audio.mkdir()
+    folder.mkdir(exist_ok=True)
+    for k, stem in enumerate(stems()):
+        sf.write(audio / f"{stem}.wav", (k * 3000 + np.arange(SR) % 2000).astype(np.int16), SR, subtype="PCM_16")
+    write_annotation_files(fmt, folder, audio, {f"{s}.wav": (SYLLABLES, labels_of(k)) for k, s in enumerate(stems())})
+    return audio, folder
+
+
+def test_every_format_we_name_is_tested():
+    assert set(ANNOTATION_FORMATS) == {"ours", "aud-bbox", "aud-seq", "birdsong-recognition-dataset", "generic-seq",
+                                       "notmat", "raven", "simple-seq", "textgrid", "timit"}
+
+
+@pytest.mark.parametrize("fmt", ANNOTATION_FORMATS)
+def test_round_trip_reads_the_syllables_and_labels(tmp_path, fmt):
+    audio, folder = labelled_bird(tmp_path, fmt, separate=True)
+    source = AnnotationSource(fmt, folder)
+    for k, stem in enumerate(stems()):
+        syllables, labels = source.read(audio / f"{stem}.wav", 1.0, SR)
+        np.testing.assert_allclose(syllables, SYLLABLES, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(labels, labels_of(k))
+
+
+def _allowed_starts(syllables, sample_rate, config):
+    """[first, last] window starts a syllable can give: ONSET at on - prefix ... OFFSET at off + suffix - L."""
+    sizes = config.sampler
+    length = round(sizes.context_len * sample_rate)
+    on, off = np.round(syllables * sample_rate).astype(int).T
+    return np.stack([on - round(sizes.silence_prefix_ms * sample_rate / 1000),
+                     off + round(sizes.silence_suffix_ms * sample_rate / 1000) - length], axis=-1)
+
+
+@pytest.mark.parametrize("fmt", ANNOTATION_FORMATS)
+def test_one_syllable_type_trains_alone(tmp_path, fmt):
+    """Windows and held-out vocalisations of --syllables=a come only from syllables labelled a."""
+    audio, folder = labelled_bird(tmp_path, fmt, separate=fmt != "ours")
+    config = DataConfig(str(audio), syllables="a", annotation_format=fmt,
+                        annotation_dir=None if fmt == "ours" else str(folder), **SAMPLER)
+    data = load_training_data(config)
+    for (file_index, start) in data.window_sources:
+        k = int(data.files.train[file_index].stem[3:])
+        ranges = _allowed_starts(SYLLABLES, SR, config)
+        inside = (ranges[:, 0] <= start) & (start <= ranges[:, 1])
+        assert inside.any() and set(labels_of(k)[inside]) == {"a"}, (k, start)
+    # Every window of every a syllable of the training files (max_segs=0), so both labels' worth of files count.
+    a_windows = {(i, s) for i, s in map(tuple, data.window_sources)}
+    assert len(a_windows) == len(data.x) > 0
+    for part, vocalisations in ((data.files.val, data.val_vocalisations), (data.files.test, data.test_vocalisations)):
+        (path,) = part
+        x, _ = sf.read(path, dtype="int16")
+        first_a = SYLLABLES[labels_of(int(path.stem[3:])) == "a"][0]
+        np.testing.assert_array_equal(vocalisations[0], cold_start_window(x / 32768.0, SR, *first_a, 100))
+
+
+def test_all_syllables_without_a_choice(tmp_path):
+    audio, folder = labelled_bird(tmp_path, "raven")
+    everything = load_training_data(DataConfig(str(audio), annotation_format="raven", **SAMPLER))
+    only_a = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="a", **SAMPLER))
+    only_b = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="b", **SAMPLER))
+    both = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="b,a", **SAMPLER))
+    assert len(everything.x) == len(only_a.x) + len(only_b.x) == len(both.x)
+
+
+def test_an_unknown_label_lists_the_labels_with_counts(tmp_path):
+    audio, _ = labelled_bird(tmp_path, "ours")
+    with pytest.raises(InputError, match=r"^--syllables=a,C: no syllable is labelled C in --data_dir=.*; the labels "
+                                         r"there are a \(12\), b \(12\)$"):
+        load_training_data(DataConfig(str(audio), syllables="a,C", **SAMPLER))
+
+
+def test_unlabelled_annotations_cannot_be_chosen_from(tmp_path):
+    audio, _ = labelled_bird(tmp_path, "ours")
+    for stem in stems():
+        write_annotations(audio / f"{stem}.txt", SYLLABLES)
+    with pytest.raises(InputError, match=r"--syllables=a: the 24 syllables in .* have no labels; label them"):
+        load_training_data(DataConfig(str(audio), syllables="a", **SAMPLER))
+
+
+@pytest.mark.parametrize("value", ["a,,b", "a b", ","])
+def test_malformed_syllables_flag(value):
+    with pytest.raises(InputError, match=r"--syllables=.*: expected labels separated by commas"):
+        DataConfig("x", syllables=value)
+
+
+def test_an_unknown_format_lists_the_formats():
+    with pytest.raises(InputError, match=r"--annotation_format=praat: not a format we read; choose one of ours, "):
+        DataConfig("x", annotation_format="praat")
+
+
+# The file each per-recording format expects for rec0.wav, and the one file of the others.
+EXPECTED_FILE = {"ours": "rec0.txt", "aud-seq": "rec0.txt", "aud-bbox": "rec0.txt", "notmat": "rec0.wav.not.mat",
+                 "raven": "rec0.Table.1.selections.txt", "simple-seq": "rec0.csv", "textgrid": "rec0.TextGrid",
+                 "timit": "rec0.phn", "generic-seq": "annotations.csv",
+                 "birdsong-recognition-dataset": "Annotation.xml"}
+
+
+@pytest.mark.parametrize("fmt", ANNOTATION_FORMATS)
+def test_a_malformed_file_is_one_line_naming_it(tmp_path, fmt):
+    audio, folder = labelled_bird(tmp_path, fmt)
+    bad = folder / EXPECTED_FILE[fmt]
+    bad.write_bytes(b"\x00\x01 this is not an annotation file\n7\n")
+    with pytest.raises(InputError) as error:
+        AnnotationSource(fmt).read(audio / "rec0.wav", 1.0, SR)
+    assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("fmt", sorted(set(ANNOTATION_FORMATS) - {"generic-seq", "birdsong-recognition-dataset"}))
+def test_a_missing_file_names_the_file_expected(tmp_path, fmt):
+    audio, folder = labelled_bird(tmp_path, fmt, separate=True)
+    (folder / EXPECTED_FILE[fmt]).unlink()
+    with pytest.raises(InputError, match=rf"rec0\.wav: no {fmt} annotation file {EXPECTED_FILE[fmt]} "
+                                         rf"--annotation_dir="):
+        AnnotationSource(fmt, folder).read(audio / "rec0.wav", 1.0, SR)
+
+
+@pytest.mark.parametrize("fmt", ["generic-seq", "birdsong-recognition-dataset"])
+def test_one_file_formats_need_the_recording_listed_and_one_file(tmp_path, fmt):
+    audio, folder = labelled_bird(tmp_path, fmt, separate=True)
+    sf.write(audio / "extra.wav", np.zeros(SR, np.int16), SR, subtype="PCM_16")
+    one_file = folder / EXPECTED_FILE[fmt]
+    with pytest.raises(InputError, match=rf"extra\.wav: {one_file} lists no annotations for extra\.wav"):
+        AnnotationSource(fmt, folder).read(audio / "extra.wav", 1.0, SR)
+    # The file may be named directly; a second candidate in the folder is ambiguous.
+    assert len(AnnotationSource(fmt, one_file).read(audio / "rec0.wav", 1.0, SR)[0]) == 4
+    (folder / f"copy{one_file.suffix}").write_bytes(one_file.read_bytes())
+    with pytest.raises(InputError, match=r"expected one .* file --annotation_dir=.*found 2; name the file"):
+        AnnotationSource(fmt, folder).read(audio / "rec0.wav", 1.0, SR)
+
+
+def test_a_syllable_outside_the_recording_is_named_by_file_and_number(tmp_path):
+    audio, folder = labelled_bird(tmp_path, "aud-seq")
+    write_annotation_files("aud-seq", folder, audio, {"rec0.wav": (np.array([[0.1, 0.2], [0.9, 1.5]]),
+                                                                   np.array(["a", "b"]))})
+    with pytest.raises(InputError, match=r"rec0\.txt syllable 2: syllable 0\.9-1\.5 s lies outside the recording"):
+        AnnotationSource("aud-seq").read(audio / "rec0.wav", 1.0, SR)
+
+
+def test_a_textgrid_with_several_interval_tiers_is_ambiguous(tmp_path):
+    audio, folder = labelled_bird(tmp_path, "textgrid")
+    text = (folder / "rec0.TextGrid").read_text()
+    tier = text[text.index("    item [1]:"):].replace("item [1]:", "item [2]:").replace('"syllables"', '"notes"')
+    (folder / "rec0.TextGrid").write_text(text.replace("size = 1", "size = 2", 1) + tier)
+    with pytest.raises(InputError, match=r"rec0\.TextGrid: cannot read it as textgrid annotations \(it has 2 interval "
+                                         r"tiers; keep only the tier of the syllables\)"):
+        AnnotationSource("textgrid").read(audio / "rec0.wav", 1.0, SR)
