@@ -1,4 +1,4 @@
-"""Other tools' annotation formats through crowsetta: round trips, syllable choice, one-line errors.
+"""Other tools' annotation formats through crowsetta: round trips, syllable choice, conversion, errors.
 
 Every format's files are written by crowsetta itself, except Praat TextGrids and the
 BirdsongRecognition XML, which crowsetta only reads: those are written here from the formats'
@@ -6,6 +6,8 @@ own layout. Times are whole samples so that the sample-counting formats are exac
 """
 
 import pathlib
+import subprocess
+import sys
 
 import crowsetta
 import numpy as np
@@ -13,7 +15,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ouroboros_jax.data import ANNOTATION_FORMATS, AnnotationSource, DataConfig, load_training_data
+from ouroboros_jax.data import (
+    ANNOTATION_FORMATS,
+    AnnotationSource,
+    DataConfig,
+    load_training_data,
+    read_labelled_annotations,
+)
+from ouroboros_jax.data.annotation_formats import convert_directory
 from ouroboros_jax.data.annotations import write_annotations
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
@@ -257,3 +266,54 @@ def test_a_textgrid_with_several_interval_tiers_is_ambiguous(tmp_path):
     with pytest.raises(InputError, match=r"rec0\.TextGrid: cannot read it as textgrid annotations \(it has 2 interval "
                                          r"tiers; keep only the tier of the syllables\)"):
         AnnotationSource("textgrid").read(audio / "rec0.wav", 1.0, SR)
+
+
+# --- convert_annotations: our files from any of them -----------------------------------------
+
+@pytest.mark.parametrize("fmt", sorted(set(ANNOTATION_FORMATS) - {"ours"}))
+def test_conversion_writes_our_files_with_the_labels(tmp_path, fmt):
+    audio, folder = labelled_bird(tmp_path, fmt, separate=True)
+    out = tmp_path / "ours"
+    results = convert_directory(audio, AnnotationSource(fmt, folder), out)
+    assert [t.name for t, _, _ in results] == [f"{s}.txt" for s in stems()]
+    for k, stem in enumerate(stems()):
+        syllables, labels = read_labelled_annotations(out / f"{stem}.txt", 1.0, SR)
+        np.testing.assert_allclose(syllables, SYLLABLES, rtol=0, atol=5e-7)  # 6 decimals in the file
+        np.testing.assert_array_equal(labels, labels_of(k))
+
+
+def test_conversion_refuses_what_it_cannot_write_and_writes_nothing(tmp_path):
+    audio, folder = labelled_bird(tmp_path, "simple-seq", separate=True)
+    out = tmp_path / "ours"
+    with pytest.raises(InputError, match="--annotation_format=ours: these are our files already"):
+        convert_directory(audio, AnnotationSource("ours"), out)
+    write_annotation_files("simple-seq", folder, audio, {"rec3.wav": (SYLLABLES[:1], np.array(["A B"]))})
+    with pytest.raises(InputError, match=r"rec3\.csv: the label 'A B' has whitespace, but a label in rec3\.txt is "
+                                         r"one token; rename it \(e\.g\. 'A_B'\)"):
+        convert_directory(audio, AnnotationSource("simple-seq", folder), out)
+    assert not out.exists()  # rec0-rec2 were read, not written
+    out.mkdir()
+    (out / "rec0.txt").write_text("0.1 0.2 hand-made\n")
+    write_annotation_files("simple-seq", folder, audio, {"rec3.wav": (SYLLABLES, labels_of(3))})
+    with pytest.raises(InputError, match=r"1 annotation file\(s\) already exist, e\.g\. rec0\.txt; pass --overwrite"):
+        convert_directory(audio, AnnotationSource("simple-seq", folder), out)
+    assert (out / "rec0.txt").read_text() == "0.1 0.2 hand-made\n"
+    convert_directory(audio, AnnotationSource("simple-seq", folder), out, overwrite=True)
+    assert read_labelled_annotations(out / "rec0.txt", 1.0, SR)[1].tolist() == ["a", "b", "a", "b"]
+
+
+def convert_cli(*flags):
+    return subprocess.run([sys.executable, "-m", "ouroboros_jax.convert_annotations", *flags], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_convert_cli_reports_and_fails_in_one_line(tmp_path):
+    audio, folder = labelled_bird(tmp_path, "textgrid")
+    result = convert_cli(f"--audio_dir={audio}", "--annotation_format=textgrid")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == f"wrote 6 annotation files to {audio}: 24 syllables, labels a (12), b (12)"
+    (folder / "rec2.TextGrid").write_text("File type = \"ooTextFile\"\nnot a grid\n")
+    result = convert_cli(f"--audio_dir={audio}", "--annotation_format=textgrid", "--overwrite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'rec2.TextGrid'}: cannot read it as textgrid")

@@ -21,6 +21,7 @@ of a recording `<stem>.wav`:
 The files are looked for in the annotation directory (default: beside the recordings); for the
 two one-file formats it may also name the file itself. Every syllable is checked as in our own
 format (onset before offset, inside the recording); any problem is one line naming the file.
+`convert_directory` (`python -m ouroboros_jax.convert_annotations`) writes them as our files.
 """
 
 import dataclasses
@@ -28,8 +29,10 @@ import pathlib
 import warnings
 
 import numpy as np
+import soundfile as sf
 
-from ouroboros_jax.data.annotations import check_syllable, read_labelled_annotations, sorted_by_onset
+from ouroboros_jax.data.annotations import check_syllable, read_labelled_annotations, sorted_by_onset, write_annotations
+from ouroboros_jax.data.audio import list_audio_files
 from ouroboros_jax.errors import InputError
 
 OURS = "ours"
@@ -208,3 +211,53 @@ class AnnotationSource:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise InputError(f"{path}: cannot read it as {self.format} annotations ({reason}); check the file "
                              "and --annotation_format") from e
+
+
+def recording_length(path: pathlib.Path) -> tuple[float, int]:
+    """(duration in seconds, sample rate) of a recording, from its header.
+
+    Raises:
+      InputError: not a readable audio file.
+    """
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as e:  # soundfile.LibsndfileError is a RuntimeError
+        raise InputError(f"{path}: cannot read audio ({e}); check that it is a valid WAV or FLAC file") from e
+    return info.frames / info.samplerate, int(info.samplerate)
+
+
+def convert_directory(
+    audio_dir: pathlib.Path, source: AnnotationSource, out_dir: pathlib.Path, overwrite: bool = False
+) -> list[tuple[pathlib.Path, np.ndarray, np.ndarray]]:
+    """Writes our `<out_dir>/<stem>.txt` (onset, offset, label) for every recording of `audio_dir`.
+
+    Every file is read and checked before any is written.
+
+    Returns:
+      (annotation file written, syllables (K, 2) seconds, labels (K,)) per recording, in name order.
+
+    Raises:
+      InputError: our own format as the source, a recording without annotations, a bad
+        annotation file, a label with whitespace (ours are single tokens), or existing `.txt`
+        files without `overwrite`.
+    """
+    if source.format == OURS:
+        raise InputError("--annotation_format=ours: these are our files already; pass the format they are in")
+    recordings = list_audio_files(audio_dir, "--audio_dir")
+    targets = [out_dir / f"{p.stem}.txt" for p in recordings]
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise InputError(f"--out_dir={out_dir}: {len(existing)} annotation file(s) already exist, e.g. "
+                         f"{existing[0].name}; pass --overwrite to replace them")
+    results = []
+    for path, target in zip(recordings, targets):
+        syllables, labels = source.read(path, *recording_length(path))
+        spaced = [str(label) for label in labels if any(c.isspace() for c in label)]
+        if spaced:
+            raise InputError(f"{source.path_for(path)}: the label {spaced[0]!r} has whitespace, but a label in "
+                             f"{target.name} is one token; rename it (e.g. {'_'.join(spaced[0].split())!r})")
+        results.append((target, syllables, labels))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for target, syllables, labels in results:
+        write_annotations(target, syllables, labels)
+    return results
