@@ -5,6 +5,7 @@ BirdsongRecognition XML, which crowsetta only reads: those are written here from
 own layout. Times are whole samples so that the sample-counting formats are exact too.
 """
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from ouroboros_jax.data.annotation_formats import convert_directory
 from ouroboros_jax.data.annotations import write_annotations
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.synthesis import synthesize
 
 # crowsetta's writers use a pandas call that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing a dict to DataFrame.from_records")
@@ -317,3 +319,26 @@ def test_convert_cli_reports_and_fails_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'rec2.TextGrid'}: cannot read it as textgrid")
+
+
+def test_a_bird_in_another_format_trains_on_one_type_from_the_command_line(tmp_path):
+    """`train --annotation_format --annotation_dir --syllables`; the run records them, and synthesize's
+    --row then counts the rows of the run's type."""
+    audio, folder = labelled_bird(tmp_path, "raven", separate=True)
+    out = tmp_path / "run"
+    tiny = ["--context_len=0.02", "--silence_prefix_ms=5", "--silence_suffix_ms=5", "--edge_ms=2", "--max_segs=16",
+            "--n_kernels=2", "--n_layers=1", "--d_state=2", "--expand_factor=1", "--h_min=64", "--h_max=64",
+            "--h_schedule=const", "--spec_configs=32,8;64,16", "--spec_warmup_epochs=1", "--n_epochs=1",
+            "--n_seeds=1", "--n_val_vocs=1", "--n_test_vocs=1", "--silence_pad_samples=100"]
+    result = subprocess.run([sys.executable, "-m", "ouroboros_jax.train", f"--data_dir={audio}", f"--out_dir={out}",
+                             "--annotation_format=raven", f"--annotation_dir={folder}", "--syllables=a", *tiny],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "PIPELINE DONE" in result.stdout, result.stderr[-3000:]
+    manifest = json.loads((out / "selected_model.json").read_text())
+    assert (manifest["syllables"], manifest["annotation_format"], manifest["annotation_dir"]) == (
+        ["a"], "raven", str(folder))
+    recorded = json.loads((out / "run.json").read_text())["config"]["data"]
+    assert (recorded["syllables"], recorded["annotation_format"]) == (["a"], "raven")
+    write_annotations(tmp_path / "rec1.txt", SYLLABLES, labels_of(1))  # b a b a
+    sung = synthesize(out, audio / "rec1.wav", tmp_path / "sung.wav", txt=tmp_path / "rec1.txt")
+    assert (sung.onset_s, sung.offset_s) == (0.3, 0.4)

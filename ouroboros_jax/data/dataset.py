@@ -162,9 +162,9 @@ def load_training_data(config: DataConfig) -> TrainingData:
             config.annotations.path_for(empty[0]),
         )
     unchosen = [r.path for r in by_path.values() if len(r.syllables) == 0 and r.path not in empty]
-    if unchosen:
-        logging.warning("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
-                        "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
+    if unchosen:  # expected when training one type, so not a warning
+        logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
+                     "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
     length = WindowSizes.at(config.sampler, sample_rate).length
     if length < _STENCIL_WIDTH:
         raise InputError(
