@@ -234,7 +234,7 @@ def test_a_missing_file_names_the_file_expected(tmp_path, fmt):
     audio, folder = labelled_bird(tmp_path, fmt, separate=True)
     (folder / EXPECTED_FILE[fmt]).unlink()
     with pytest.raises(InputError, match=rf"rec0\.wav: no {fmt} annotation file {EXPECTED_FILE[fmt]} "
-                                         rf"--annotation_dir="):
+                                         rf"in --annotation_dir="):
         AnnotationSource(fmt, folder).read(audio / "rec0.wav", 1.0, SR)
 
 
@@ -248,7 +248,7 @@ def test_one_file_formats_need_the_recording_listed_and_one_file(tmp_path, fmt):
     # The file may be named directly; a second candidate in the folder is ambiguous.
     assert len(AnnotationSource(fmt, one_file).read(audio / "rec0.wav", 1.0, SR)[0]) == 4
     (folder / f"copy{one_file.suffix}").write_bytes(one_file.read_bytes())
-    with pytest.raises(InputError, match=r"expected one .* file --annotation_dir=.*found 2; name the file"):
+    with pytest.raises(InputError, match=r"expected one \.(csv|xml) file in .*annotations, found 2; name the file"):
         AnnotationSource(fmt, folder).read(audio / "rec0.wav", 1.0, SR)
 
 

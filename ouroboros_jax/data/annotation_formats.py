@@ -124,10 +124,6 @@ class AnnotationSource:
             if not self.directory.exists():
                 raise InputError(f"--annotation_dir={self.directory}: no such directory or file")
 
-    @property
-    def _where(self) -> str:
-        return f"--annotation_dir={self.directory}" if self.directory is not None else "beside the recordings"
-
     def path_for(self, audio_path: pathlib.Path) -> pathlib.Path:
         """The file that holds the annotations of `audio_path`.
 
@@ -142,8 +138,8 @@ class AnnotationSource:
             found = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and not p.name.startswith("."))
             if len(found) != 1:
                 raise InputError(
-                    f"--annotation_format={self.format}: expected one {suffix} file {self._where} ({folder}), "
-                    f"found {len(found)}; name the file with --annotation_dir=FILE"
+                    f"--annotation_format={self.format}: expected one {suffix} file in {folder}, found {len(found)}; "
+                    "name the file with --annotation_dir=FILE"
                 )
             return found[0]
         path = folder / _PER_RECORDING[self.format].format(stem=audio_path.stem, name=audio_path.name)
@@ -153,7 +149,8 @@ class AnnotationSource:
                     f"{audio_path}: no annotation file {path.name} beside it; write one, or make them all with "
                     f"python -m ouroboros_jax.segment --audio_dir={audio_path.parent}"
                 )
-            raise InputError(f"{audio_path}: no {self.format} annotation file {path.name} {self._where}")
+            where = f"in --annotation_dir={self.directory}" if self.directory is not None else "beside it"
+            raise InputError(f"{audio_path}: no {self.format} annotation file {path.name} {where}")
         return path
 
     def read(self, audio_path: pathlib.Path, duration_s: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
