@@ -109,9 +109,9 @@ def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float
         run's `--syllables`, the type the model was trained on.
 
     Raises:
-      InputError: a missing or unreadable file, a syllable that is not one, a sample rate other
-        than the run's, a window too short to detrend, or an output that diverged (nothing is
-        written then).
+      InputError: a missing or unreadable file, a syllable that is not one, a label --txt does
+        not have, a sample rate other than the run's, a window too short to detrend, or an
+        output that diverged (nothing is written then).
     """
     audio, out = pathlib.Path(audio), pathlib.Path(out)
     if not audio.is_file():
