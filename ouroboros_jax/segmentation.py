@@ -116,7 +116,7 @@ def segment_directory(
             raise InputError(f"--cluster={cluster}: no syllable was found in --audio_dir={audio_dir} to cluster")
         types = cluster_syllables(np.concatenate(shapes), np.concatenate(log_durations), n_types, seed)
         labels = np.split(types.labels, np.cumsum([len(f) for f in found])[:-1])
-    check_syllables_occur(syllables, label_counts(labels), f"the syllables found in --audio_dir={audio_dir}")
+    check_syllables_occur(syllables, label_counts(labels), f"--audio_dir={audio_dir}")
     result = Segmentation(out_dir, targets, found, labels, [chosen(lab, syllables) for lab in labels], types)
     if types is not None:
         figure = _types_figure(recordings, result, channel, config.max_freq_hz)

@@ -175,7 +175,7 @@ def test_cli_cluster_and_its_errors(tmp_path):
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     line = one_line_error(segment_cli(f"--audio_dir={tmp_path}", *band, "--cluster=auto", "--overwrite",
                                       "--syllables=a,x"))
-    assert ("--syllables=a,x: no syllable is labelled x in the syllables found in --audio_dir=" in line
+    assert (f"--syllables=a,x: no syllable is labelled x in --audio_dir={tmp_path}; " in line
             and line.endswith("the labels there are a (12), b (8), c (5)")), line
     line = one_line_error(segment_cli(f"--audio_dir={tmp_path}", "--syllables=a", "--overwrite"))
     assert "--syllables=a: the segmenter's syllables have no types; add --cluster" in line
