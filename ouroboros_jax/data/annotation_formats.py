@@ -83,7 +83,7 @@ def _crowsetta_annotations(format_name: str, path: pathlib.Path, audio_path: pat
         return [reader.from_file(path, audio_path=audio_path).to_annot(round_times=False)]
     if format_name == "textgrid":
         annotation = reader.from_file(path).to_annot(round_times=False)
-        if isinstance(annotation.seq, list):
+        if isinstance(annotation.seq, list):  # reported, like crowsetta's own errors, as a problem of the file
             raise ValueError(f"it has {len(annotation.seq)} interval tiers; keep only the tier of the syllables")
         return [annotation]
     if format_name in ("aud-bbox", "raven", "generic-seq"):
