@@ -173,7 +173,7 @@ def test_demo_flagfile_end_to_end(tmp_path):
                           parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
     assert MANIFEST_FIELDS <= set(manifest), MANIFEST_FIELDS - set(manifest)
     assert manifest["sr"] == 32000 and manifest["n_seeds"] == 2 and manifest["cull_keep"] == 1
-    assert manifest["syllables"] == ["a"] and manifest["annotation_format"] == "ours"  # one type, as the method
+    assert manifest["syllables"] == ["c"] and manifest["annotation_format"] == "ours"  # one type, as the method
     assert set(manifest["selected_test_breakdown"]) >= {"spec_corr", "amp_pen", "pitch_pen", "bounded_frac"}
 
     with (out / "seed_cv.csv").open() as f:
