@@ -58,7 +58,8 @@ def _textgrid(syllables, labels) -> str:
     edges = [0.0, *map(float, syllables.ravel()), 1.0]
     texts = [t for label in labels for t in ("", label)] + [""]
     intervals = "".join(f'        intervals [{i + 1}]:\n            xmin = {lo!r}\n            xmax = {hi!r}\n'
-                        f'            text = "{text}"\n' for i, (lo, hi, text) in enumerate(zip(edges, edges[1:], texts)))
+                        f'            text = "{text}"\n'
+                        for i, (lo, hi, text) in enumerate(zip(edges, edges[1:], texts)))
     return ('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 1\ntiers? <exists>\nsize = 1\n'
             'item []:\n    item [1]:\n        class = "IntervalTier"\n        name = "syllables"\n        xmin = 0\n'
             f'        xmax = 1\n        intervals: size = {len(texts)}\n{intervals}')

@@ -201,7 +201,8 @@ def test_the_bundled_finch_labels_are_the_clustering_of_its_syllables(tmp_path):
     bundle = example_data_dir()
     for wav in list_audio_files(bundle, "--data_dir"):
         shutil.copy(wav, tmp_path)
-    result = segment_directory(tmp_path, tmp_path, SegmenterConfig(), cluster=EXAMPLE_CLUSTER, seed=EXAMPLE_CLUSTER_SEED)
+    result = segment_directory(tmp_path, tmp_path, SegmenterConfig(), cluster=EXAMPLE_CLUSTER,
+                               seed=EXAMPLE_CLUSTER_SEED)
     for target, syllables, labels in zip(result.targets, result.syllables, result.labels):
         x, sample_rate = read_audio(bundle / target.with_suffix(".wav").name)
         bundled = read_labelled_annotations(bundle / target.name, len(x) / sample_rate, sample_rate)

@@ -59,7 +59,8 @@ def check_format(name: str) -> str:
       InputError: another name.
     """
     if name not in ANNOTATION_FORMATS:
-        raise InputError(f"--annotation_format={name}: not a format we read; choose one of {', '.join(ANNOTATION_FORMATS)}")
+        raise InputError(f"--annotation_format={name}: not a format we read; choose one of "
+                         f"{', '.join(ANNOTATION_FORMATS)}")
     return name
 
 

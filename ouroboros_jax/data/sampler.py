@@ -167,8 +167,8 @@ def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> S
       config: the sampler's settings.
 
     Returns:
-      The windows, their categories, the pool sizes and where each window came from. N = 0 if no window fits (and L = 0
-      without recordings).
+      The windows, their categories, the pool sizes and where each window came from. N = 0 if
+      no window fits (and L = 0 without recordings).
     """
     if not recordings:
         return Segments(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros(3, np.int64),
