@@ -26,7 +26,7 @@ from ouroboros_jax.training.outputs import write_png, write_table
 TYPES_CSV, TYPES_PNG = "syllable_types.csv", "syllable_types.png"
 TYPES_COLUMNS = ("label", "count", "median_duration_ms")
 N_EXAMPLES = 6  # example spectrograms per type in the figure
-TYPES_DPI = 110
+TYPES_DPI = 80
 
 
 @dataclasses.dataclass(frozen=True)
