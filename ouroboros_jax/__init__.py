@@ -2,12 +2,15 @@
 
 from ouroboros_jax.curriculum import HORIZON_SCHEDULES, distinct_horizons, horizon_for_epoch, warmup_weights
 from ouroboros_jax.data import (
+    ANNOTATION_FORMATS,
+    AnnotationSource,
     Category,
     DataConfig,
     TrainingData,
     example_data_dir,
     find_syllables,
     load_training_data,
+    read_labelled_annotations,
 )
 from ouroboros_jax.deer import DeerStats, deer_rollout, held_guess
 from ouroboros_jax.derivatives import first_derivative, second_derivative
@@ -39,8 +42,12 @@ from ouroboros_jax.training.step import (
 
 __version__ = "0.1.0"
 
+# Syllable types by clustering (ouroboros_jax.data.syllable_types, ouroboros_jax.segmentation) are not
+# re-exported: they import scikit-learn, which nothing else needs.
 __all__ = [
+    "ANNOTATION_FORMATS",
     "HORIZON_SCHEDULES",
+    "AnnotationSource",
     "Batch",
     "Category",
     "DataConfig",
@@ -78,6 +85,7 @@ __all__ = [
     "model_graphdef",
     "mrstft_loss",
     "rank_seeds",
+    "read_labelled_annotations",
     "rollout",
     "second_derivative",
     "stft_magnitude",

@@ -8,13 +8,14 @@ run load what they need, call these, and save or log the result.
 - `loss_panels_figure`: per-epoch loss panels of one or more runs, overlaid.
 - `drives_figure`: the drives (omega in Hz, gamma, the largest kernel weights) over time, under
   the vocalisation's spectrogram.
+- `syllable_types_figure`: a few example spectrograms of each syllable type, one row per type.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: no
 window is opened, and a training run that draws a figure at every checkpoint keeps no
 reference to it in pyplot's registry of open figures.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.signal
@@ -26,6 +27,7 @@ from ouroboros_jax.model.ouroboros import Drives
 SPECGRAM_SIZE = (10.0, 6.0)
 LOSS_PANELS_SIZE = (8.0, 13.0)
 DRIVES_SIZE = (9.0, 8.0)
+SYLLABLE_PANEL_SIZE = (1.5, 1.2)
 """Figure sizes in inches; a PNG saved at `dpi` is (height * dpi, width * dpi) pixels."""
 
 DPI = 140
@@ -33,6 +35,9 @@ DPI = 140
 
 DYNAMIC_RANGE_DECADES = 6.0
 """Colour range of a spectrogram: at most this many decades of magnitude (120 dB) below its peak."""
+
+SYLLABLE_RANGE_DECADES = 3.0
+"""Colour range of an example syllable: 60 dB below its own peak, the floor of the clustering's features."""
 
 WARMUP_REACHED = 0.99
 """The spec warm-up ends at the first epoch where lam_spec_t reaches this fraction of its maximum."""
@@ -270,4 +275,48 @@ def drives_figure(target: np.ndarray, drives: Drives, sample_rate: float, time_s
     ax_w.set_xlim(0.0, t[-1])
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def syllable_types_figure(types: Sequence[tuple[str, Sequence[np.ndarray]]], sample_rate: float,
+                          fmax: float = 10000.0, title: str = "") -> Figure:
+    """Example spectrograms of each syllable type: one row per type, its examples left to right.
+
+    Every panel spans the same time (the longest example) and frequencies, so durations and
+    pitches compare across types; each is coloured over 60 dB below its own peak, since the
+    types are told apart by shape, not level.
+
+    Args:
+      types: (caption, examples) per type, e.g. ("a: 89 syllables, median 73 ms", [x0, x1, ...]);
+        each example (n_i,) is one syllable's samples, onset to offset.
+      sample_rate: Hz.
+      fmax: highest frequency drawn, Hz.
+      title: the figure's title.
+
+    Returns:
+      The figure, one axes per panel (empty panels where a type has fewer examples).
+    """
+    n_columns = max(len(examples) for _, examples in types)
+    width, height = SYLLABLE_PANEL_SIZE
+    figure = _figure((width * n_columns + 0.6, height * len(types) + 0.5))
+    axes = np.asarray(figure.subplots(len(types), n_columns, sharex=True, sharey=True, squeeze=False))
+    n_fft, hop = round(0.008 * sample_rate), round(0.001 * sample_rate)
+    longest = max(len(x) for _, examples in types for x in examples) / sample_rate * 1000.0
+    for row, (caption, examples) in zip(axes, types):
+        row[0].set_title(caption, loc="left", fontsize=8)
+        for ax, x in zip(row, examples):
+            times, freqs, log_magnitude = log_spectrogram(x, sample_rate, n_fft, hop, fmax)
+            peak = log_magnitude.max()
+            _draw_spectrogram(ax, times, freqs / 1000.0, log_magnitude, peak - SYLLABLE_RANGE_DECADES, peak)
+            ax.set_ylabel("")
+        for ax in row:
+            ax.tick_params(labelsize=6)
+        for ax in row[len(examples):]:
+            ax.set_axis_off()
+        row[0].set_ylabel("kHz", fontsize=7)
+    axes[0, 0].set_xlim(0.0, longest)
+    for ax in axes[-1]:
+        ax.set_xlabel("ms", fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
     return figure

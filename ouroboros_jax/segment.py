@@ -1,12 +1,15 @@
 """Writes syllable annotations (`<stem>.txt`) for every recording of a folder, from amplitude.
 
     python -m ouroboros_jax.segment --audio_dir=my_bird/
+    python -m ouroboros_jax.segment --audio_dir=my_bird/ --cluster=auto      # and a type per syllable
 
 finds the syllables of each .wav/.flac file in --audio_dir (see ouroboros_jax/data/segmenter.py
 and docs/data.md for the method and how to tune it) and writes one annotation file per
-recording in --out_dir (default: beside the recordings, where training looks for them).
-All files are segmented before any is written, and each is written to a temporary name and
-renamed, so a failure never leaves partial annotations behind.
+recording in --out_dir (default: beside the recordings, where training looks for them). With
+--cluster, every syllable gets a type (ouroboros_jax/data/syllable_types.py) and the types are
+summarised in --out_dir (ouroboros_jax/segmentation.py). All files are segmented before any is
+written, and each is written to a temporary name and renamed, so a failure never leaves
+partial annotations behind.
 """
 
 import dataclasses
@@ -15,10 +18,10 @@ import pathlib
 import numpy as np
 from absl import app, flags, logging
 
-from ouroboros_jax.data.annotations import write_annotations
-from ouroboros_jax.data.audio import list_audio_files, read_audio
-from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
+from ouroboros_jax.data.segmenter import SegmenterConfig
+from ouroboros_jax.data.syllable_labels import describe_counts, label_counts, parse_syllables
 from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
 _DEFAULTS = SegmenterConfig()
 _AUDIO_DIR = flags.DEFINE_string(
@@ -32,6 +35,14 @@ _OUT_DIR = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace annotation files that already exist.")
 _CHANNEL = flags.DEFINE_integer(
     "channel", None, "Channel to use in multi-channel files (0-based); without it they are an error."
+)
+_CLUSTER = flags.DEFINE_string(
+    "cluster", None, "Give every syllable a type by clustering: the number of types, or auto (chosen by "
+    "silhouette score); the labels go into the third column."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the clustering; the same seed gives the same types.")
+_SYLLABLES = flags.DEFINE_string(
+    "syllables", "", "With --cluster: write only the syllables of these types (comma-separated); empty: all."
 )
 _SEGMENTER_HELP = {
     "min_freq_hz": "Lower edge (Hz) of the frequency band whose power is tracked.",
@@ -52,39 +63,6 @@ for _field in dataclasses.fields(SegmenterConfig):
     flags.DEFINE_float(_field.name, getattr(_DEFAULTS, _field.name), _SEGMENTER_HELP[_field.name])
 
 
-def segment_directory(
-    audio_dir: pathlib.Path,
-    out_dir: pathlib.Path,
-    config: SegmenterConfig,
-    channel: int | None,
-    overwrite: bool,
-) -> list[tuple[pathlib.Path, np.ndarray]]:
-    """Segments every recording of `audio_dir` and writes `<out_dir>/<stem>.txt` for each.
-
-    Returns:
-      (annotation path, syllables (K, 2) seconds) per recording, in file order.
-
-    Raises:
-      InputError: no recordings, an unreadable one, or existing annotations without `overwrite`.
-    """
-    recordings = list_audio_files(audio_dir, "--audio_dir")
-    targets = [out_dir / f"{p.stem}.txt" for p in recordings]
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise InputError(
-            f"--out_dir={out_dir}: {len(existing)} annotation file(s) already exist, "
-            f"e.g. {existing[0].name}; pass --overwrite to replace them"
-        )
-    results = []
-    for path, target in zip(recordings, targets):
-        x, sample_rate = read_audio(path, channel)
-        results.append((target, find_syllables(x, sample_rate, config)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for target, syllables in results:
-        write_annotations(target, syllables)
-    return results
-
-
 @report_input_errors
 def main(argv):
     if len(argv) > 1:
@@ -94,18 +72,28 @@ def main(argv):
     )
     audio_dir = pathlib.Path(_AUDIO_DIR.value).expanduser()
     out_dir = pathlib.Path(_OUT_DIR.value).expanduser() if _OUT_DIR.value else audio_dir
-    results = segment_directory(audio_dir, out_dir, config, _CHANNEL.value, _OVERWRITE.value)
-    durations_ms = np.concatenate([np.diff(s, axis=-1)[:, 0] for _, s in results]) * 1e3
-    silent = [t for t, s in results if len(s) == 0]
+    syllables = parse_syllables(_SYLLABLES.value)
+    if syllables and _CLUSTER.value is None:
+        raise InputError(f"--syllables={_SYLLABLES.value}: the segmenter's syllables have no types; add --cluster=K "
+                         "or --cluster=auto")
+    result = segment_directory(audio_dir, out_dir, config, _CHANNEL.value, _OVERWRITE.value, _CLUSTER.value,
+                               _SEED.value, syllables)
+    silent = [t for t, s in zip(result.targets, result.syllables) if len(s) == 0]
     if silent:
         logging.warning(
             "%d of %d recordings have no syllable at these thresholds (empty annotation written), e.g. %s",
             len(silent),
-            len(results),
+            len(result.targets),
             silent[0].name,
         )
+    durations_ms = np.concatenate([np.diff(s[k], axis=-1)[:, 0] for s, k in zip(result.syllables, result.kept)]) * 1e3
+    which = f" of type {','.join(syllables)}" if syllables else ""
     median = f", median {np.median(durations_ms):.0f} ms" if durations_ms.size else ""
-    print(f"wrote {len(results)} annotation files to {out_dir}: {durations_ms.size} syllables{median}")
+    print(f"wrote {len(result.targets)} annotation files to {out_dir}: {durations_ms.size} syllables{which}{median}")
+    if result.types is not None:
+        print(f"{result.types.n_types} syllable types (silhouette {result.types.silhouette:.2f}): "
+              f"{describe_counts(label_counts(result.labels))}; medians and examples in {out_dir / TYPES_CSV} and "
+              f"{out_dir / TYPES_PNG}")
 
 
 if __name__ == "__main__":

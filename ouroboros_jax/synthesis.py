@@ -9,8 +9,9 @@ this module holds its work so that it can be called (and tested) without flags.
 import dataclasses
 import pathlib
 
-from ouroboros_jax.data.annotations import read_annotations
+from ouroboros_jax.data.annotations import read_labelled_annotations
 from ouroboros_jax.data.audio import read_audio
+from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts, parse_syllables
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import DETREND_CUTOFF, generate
@@ -47,8 +48,12 @@ class Synthesis:
     rescaled: bool
 
 
-def _syllable(audio: pathlib.Path, duration_s: float, sample_rate: int, onset, offset, txt, row) -> tuple[float, float]:
-    """(onset, offset) in seconds from either --onset/--offset or --txt/--row, checked against the recording."""
+def _syllable(audio: pathlib.Path, duration_s: float, sample_rate: int, onset, offset, txt, row,
+              syllables: tuple[str, ...]) -> tuple[float, float]:
+    """(onset, offset) in seconds from either --onset/--offset or --txt/--row, checked against the recording.
+
+    `row` counts the rows of --txt labelled `syllables` (every row if none are given).
+    """
     if txt is not None and (onset is not None or offset is not None):
         raise InputError("--txt and --onset/--offset both name a syllable; pass one of them")
     if txt is None:
@@ -68,19 +73,23 @@ def _syllable(audio: pathlib.Path, duration_s: float, sample_rate: int, onset, o
     txt = pathlib.Path(txt)
     if not txt.is_file():
         raise InputError(f"--txt={txt}: no such file")
-    syllables = read_annotations(txt, duration_s, sample_rate)
-    if len(syllables) == 0:
+    rows, labels = read_labelled_annotations(txt, duration_s, sample_rate)
+    if len(rows) == 0:
         raise InputError(f"--txt={txt}: the file lists no syllable")
+    check_syllables_occur(syllables, label_counts([labels]), f"--txt={txt}")
+    rows = rows[chosen(labels, syllables)]
+    which = f" labelled {','.join(syllables)}" if syllables else ""
     row = 0 if row is None else row
-    if not 0 <= row < len(syllables):
-        raise InputError(f"--row={row}: {txt} has {len(syllables)} syllables, rows 0-{len(syllables) - 1} in onset "
+    if not 0 <= row < len(rows):
+        raise InputError(f"--row={row}: {txt} has {len(rows)} syllables{which}, rows 0-{len(rows) - 1} in onset "
                          "order")
-    return float(syllables[row, 0]), float(syllables[row, 1])
+    return float(rows[row, 0]), float(rows[row, 1])
 
 
 def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float | None = None, txt=None,
                row: int | None = None, rescale: bool = True, seed: int | None = None, epoch: int | None = None,
-               silence_pad_samples: int | None = None, channel: int | None = None) -> Synthesis:
+               silence_pad_samples: int | None = None, channel: int | None = None,
+               syllables: str | tuple[str, ...] | None = None) -> Synthesis:
     """Generates one syllable of `audio` with a trained run and writes it as a WAV.
 
     Args:
@@ -88,18 +97,21 @@ def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float
       audio: a .wav or .flac recording at the run's sample rate.
       out: the WAV to write (int16, the recording's sample rate, as long as the window).
       onset, offset: the syllable in seconds; or
-      txt, row: an annotation file and its row (0-based, in onset order; default 0).
+      txt, row: an annotation file and its row (0-based, in onset order; default 0) among the rows
+        labelled `syllables`.
       rescale: scale the output to the level (standard deviation) of the detrended syllable, so
         the WAV sounds as loud as the recording; otherwise keep the model's own amplitude.
       seed: which seed sings; None: the run's selected seed (the checkpoint's first without one).
       epoch: which checkpoint (completed epochs); None: the newest.
       silence_pad_samples: lead-in before the onset; None: the run's.
       channel: channel of a multi-channel recording; None: the run's `--channel`.
+      syllables: the labels `row` counts ("C,D" or a tuple; "" or (): every row); None: the
+        run's `--syllables`, the type the model was trained on.
 
     Raises:
-      InputError: a missing or unreadable file, a syllable that is not one, a sample rate other
-        than the run's, a window too short to detrend, or an output that diverged (nothing is
-        written then).
+      InputError: a missing or unreadable file, a syllable that is not one, a label --txt does
+        not have, a sample rate other than the run's, a window too short to detrend, or an
+        output that diverged (nothing is written then).
     """
     audio, out = pathlib.Path(audio), pathlib.Path(out)
     if not audio.is_file():
@@ -111,7 +123,11 @@ def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float
     if sample_rate != run.sample_rate:
         raise InputError(f"--audio={audio}: recorded at {sample_rate} Hz, but the run was trained at "
                          f"{run.sample_rate} Hz; resample the recording to {run.sample_rate} Hz")
-    onset_s, offset_s = _syllable(audio, len(x) / sample_rate, sample_rate, onset, offset, txt, row)
+    if syllables is not None and txt is None:
+        raise InputError(f"--syllables={syllables if isinstance(syllables, str) else ','.join(syllables)} picks "
+                         "rows of --txt; with --onset/--offset there is nothing to pick")
+    syllables = run.config.data.syllables if syllables is None else parse_syllables(syllables)
+    onset_s, offset_s = _syllable(audio, len(x) / sample_rate, sample_rate, onset, offset, txt, row, syllables)
     pad = run.config.data.silence_pad_samples if silence_pad_samples is None else silence_pad_samples
     window = cold_start_window(x, sample_rate, onset_s, offset_s, pad)
     if len(window) <= _MIN_SAMPLES:

@@ -18,7 +18,10 @@ _AUDIO = flags.DEFINE_string("audio", None, "The recording (.wav or .flac) at th
 _ONSET = flags.DEFINE_float("onset", None, "Onset of the syllable in seconds (with --offset).")
 _OFFSET = flags.DEFINE_float("offset", None, "Offset of the syllable in seconds (with --onset).")
 _TXT = flags.DEFINE_string("txt", None, "Annotation file naming the syllable instead (onset offset per row).")
-_ROW = flags.DEFINE_integer("row", None, "Row of --txt, 0-based in onset order; default 0.")
+_ROW = flags.DEFINE_integer("row", None, "Row of --txt, 0-based in onset order among the rows of --syllables; "
+                            "default 0.")
+_SYLLABLES = flags.DEFINE_string("syllables", None, "Labels whose rows of --txt --row counts, comma-separated; "
+                                 "default the run's --syllables; empty: every row.")
 _OUT = flags.DEFINE_string("out", None, "The WAV to write.")
 _RESCALE = flags.DEFINE_bool("rescale", True, "Scale the output to the syllable's level (off: the model's own).")
 _SEED = flags.DEFINE_integer("seed", None, "Seed id that sings; default the run's selected seed.")
@@ -38,7 +41,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     result = synthesize(_RUN_DIR.value, _AUDIO.value, _OUT.value, onset=_ONSET.value, offset=_OFFSET.value,
                         txt=_TXT.value, row=_ROW.value, rescale=_RESCALE.value, seed=_SEED.value, epoch=_EPOCH.value,
-                        silence_pad_samples=_SILENCE_PAD.value, channel=_CHANNEL.value)
+                        silence_pad_samples=_SILENCE_PAD.value, channel=_CHANNEL.value, syllables=_SYLLABLES.value)
     level = "rescaled to the syllable's level" if result.rescaled else "at the model's own amplitude"
     print(f"wrote {result.out}: {result.n_samples} samples at {result.sample_rate} Hz ({level}); seed {result.seed} "
           f"after epoch {result.epoch}, syllable {result.onset_s:.3f}-{result.offset_s:.3f} s with {result.lead_in} "

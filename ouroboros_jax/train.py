@@ -10,7 +10,7 @@ import jax
 from absl import app, flags, logging
 
 from ouroboros_jax.curriculum import HORIZON_SCHEDULES
-from ouroboros_jax.data import DataConfig
+from ouroboros_jax.data import ANNOTATION_FORMATS, DataConfig
 from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS
@@ -27,6 +27,11 @@ flags.DEFINE_integer("n_val_vocs", 8, "Cold-start validation vocalisations.")
 flags.DEFINE_integer("n_test_vocs", 8, "Cold-start test vocalisations.")
 flags.DEFINE_integer("silence_pad_samples", 2000, "Lead-in before each cold-start vocalisation, in samples.")
 flags.DEFINE_integer("channel", None, "Channel to use from multi-channel files (default: files must be mono).")
+flags.DEFINE_string("syllables", "", "Labels of the syllable types to train on, comma-separated (e.g. C or a,b); "
+                    "empty: every syllable.")
+flags.DEFINE_string("annotation_format", "ours", f"Format of the annotations: {', '.join(ANNOTATION_FORMATS)}.")
+flags.DEFINE_string("annotation_dir", None, "Folder of the annotation files (for generic-seq and "
+                    "birdsong-recognition-dataset also the file itself); default: beside the recordings.")
 # sampler
 flags.DEFINE_float("context_len", 0.05, "Training segment length in seconds.")
 flags.DEFINE_float("edge_ms", 10.0, "MID windows keep this far from onsets and offsets.")
@@ -109,7 +114,8 @@ def config_from_flags() -> RunConfig:
         data_dir=FLAGS.data_dir, val_frac=FLAGS.val_frac, test_frac=FLAGS.test_frac, n_val_vocs=FLAGS.n_val_vocs,
         n_test_vocs=FLAGS.n_test_vocs, silence_pad_samples=FLAGS.silence_pad_samples, context_len=FLAGS.context_len,
         edge_ms=FLAGS.edge_ms, silence_prefix_ms=FLAGS.silence_prefix_ms, silence_suffix_ms=FLAGS.silence_suffix_ms,
-        ratio=FLAGS.ratio, max_segs=FLAGS.max_segs, seed=FLAGS.seed, channel=FLAGS.channel,
+        ratio=FLAGS.ratio, max_segs=FLAGS.max_segs, seed=FLAGS.seed, channel=FLAGS.channel, syllables=FLAGS.syllables,
+        annotation_format=FLAGS.annotation_format, annotation_dir=FLAGS.annotation_dir,
     )
     model = ModelConfig(
         n_kernels=FLAGS.n_kernels, n_layers=FLAGS.n_layers, d_state=FLAGS.d_state, d_conv=FLAGS.d_conv,

@@ -7,9 +7,16 @@ The wheel ships two recordings of one Bengalese finch (Koumura & Okanoya 2016, C
 sample data. This script reads them out of the zip (pykanto itself is never installed or
 imported), finds the syllables with our segmenter, cuts each recording in the middle of silent
 gaps into files of about --piece_s seconds (keeping at most --max_pad_ms of silence at each
-end), writes them as 16-bit WAV at the native 32 kHz with their samples unchanged, segments
-each file again to write its <stem>.txt, and adds a NOTICE crediting the authors. The old
-bundle is replaced only once the new one is complete.
+end), writes them as 16-bit WAV at the native 32 kHz with their samples unchanged, and then
+annotates the folder as `python -m ouroboros_jax.segment --cluster=auto --seed=0` does: every
+file is segmented again and every syllable typed by clustering, so each <stem>.txt holds onset,
+offset and type. It adds a NOTICE crediting the authors and listing the types, and writes the
+figure of example spectrograms per type to --figure. The old bundle is replaced only once the
+new one is complete.
+
+The wheel has no syllable labels of its own for these recordings (it ships one Sonic
+Visualiser box per recording); Koumura & Okanoya's labels are in their data set's
+Annotation.xml, which no wheel on PyPI holds for these two songs, hence the clustering.
 """
 
 import io
@@ -24,8 +31,9 @@ import numpy as np
 import soundfile as sf
 from absl import app, flags
 
-from ouroboros_jax.data.annotations import write_annotations
+from ouroboros_jax.data.example_data import EXAMPLE_CLUSTER, EXAMPLE_CLUSTER_SEED
 from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
+from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 _WHEEL = flags.DEFINE_string(
@@ -40,6 +48,10 @@ _PIECE_S = flags.DEFINE_float(
 _MIN_CUT_GAP_MS = flags.DEFINE_float("min_cut_gap_ms", 80.0, "Only gaps at least this long (ms) are cut.")
 _MAX_PAD_MS = flags.DEFINE_float(
     "max_pad_ms", 150.0, "Silence kept before the first and after the last syllable (ms)."
+)
+_FIGURE = flags.DEFINE_string(
+    "figure", str(_REPO / "docs" / "figures" / "example_syllable_types.png"),
+    "Where the figure of example spectrograms per syllable type goes.",
 )
 
 PACKAGE = "pykanto==0.1.8"
@@ -68,9 +80,19 @@ https://creativecommons.org/licenses/by/4.0/.
 
 Changes made: each recording was cut in the middle of silent gaps into shorter files, keeping
 at most {pad:g} ms of silence at either end (the samples are unchanged: 16-bit PCM, {sr} Hz).
-The syllable annotations (*.txt, onset and offset in seconds) are not the authors': they were
-made by the amplitude segmenter of ouroboros_jax with its default settings. Regenerate this
-folder with scripts/make_example_data.py.
+
+The syllable annotations (*.txt: onset and offset in seconds, and the syllable type) are not
+the authors'. The onsets and offsets were found by the amplitude segmenter of ouroboros_jax
+with its default settings, and the types by clustering the syllables' log-mel spectrogram
+shapes and durations (python -m ouroboros_jax.segment --cluster={cluster} --seed={seed}):
+{n_types} types, silhouette {silhouette:.2f}, named by decreasing count:
+
+  type  syllables  median duration
+{types}
+
+The authors' own labels of these songs (their data set's Annotation.xml) are not in the
+pykanto wheel, which has one Sonic Visualiser box per recording and no syllable labels.
+Regenerate this folder with scripts/make_example_data.py.
 """
 
 
@@ -126,24 +148,31 @@ def cut_points(syllables: np.ndarray, sample_rate: int, n_samples: int) -> list[
     return [(round(a * sample_rate), round(b * sample_rate)) for a, b in pieces]
 
 
-def build(wheel: pathlib.Path, out_dir: pathlib.Path) -> None:
-    """Writes the complete bundle into `out_dir`."""
+def build(wheel: pathlib.Path, out_dir: pathlib.Path, figure: pathlib.Path) -> None:
+    """Writes the complete bundle into `out_dir`, and the figure of its syllable types to `figure`."""
     config = SegmenterConfig()
     recordings = read_recordings(wheel)
     for name, samples, sample_rate in recordings:
         syllables = find_syllables(samples / 32768.0, sample_rate, config)
         for k, (a, b) in enumerate(cut_points(syllables, sample_rate, len(samples))):
-            stem = f"bird3_{name}_{k:02d}"
-            sf.write(out_dir / f"{stem}.wav", samples[a:b], sample_rate, subtype="PCM_16")
-            piece_syllables = find_syllables(samples[a:b] / 32768.0, sample_rate, config)
-            if len(piece_syllables) == 0:
-                sys.exit(f"error: no syllable found in {stem}.wav; adjust --piece_s or --min_cut_gap_ms")
-            write_annotations(out_dir / f"{stem}.txt", piece_syllables)
+            sf.write(out_dir / f"bird3_{name}_{k:02d}.wav", samples[a:b], sample_rate, subtype="PCM_16")
+    result = segment_directory(out_dir, out_dir, config, cluster=EXAMPLE_CLUSTER, seed=EXAMPLE_CLUSTER_SEED)
+    for target, syllables in zip(result.targets, result.syllables):
+        if len(syllables) == 0:
+            sys.exit(f"error: no syllable found in {target.stem}.wav; adjust --piece_s or --min_cut_gap_ms")
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(out_dir / TYPES_PNG, figure)
+    (out_dir / TYPES_CSV).unlink()  # the NOTICE lists the types
     (out_dir / "NOTICE").write_text(
         NOTICE.format(
             members="\n".join(f"  {MEMBER_PREFIX}{name}.wav" for name, _, _ in recordings),
             pad=_MAX_PAD_MS.value,
             sr=", ".join(sorted({str(sample_rate) for _, _, sample_rate in recordings})),
+            cluster=EXAMPLE_CLUSTER,
+            seed=EXAMPLE_CLUSTER_SEED,
+            n_types=result.types.n_types,
+            silhouette=result.types.silhouette,
+            types="\n".join(f"  {label:>4}  {count:9d}  {median:9.0f} ms" for label, count, median in result.summary()),
         )
     )
 
@@ -156,7 +185,7 @@ def main(argv):
         staging = pathlib.Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
         staging.chmod(0o755)  # mkdtemp makes it private; the bundle is package data
         try:
-            build(wheel, staging)
+            build(wheel, staging, pathlib.Path(_FIGURE.value).resolve())
         except BaseException:
             shutil.rmtree(staging)
             raise
@@ -170,7 +199,8 @@ def main(argv):
     size = sum(f.stat().st_size for f in files)
     n_syllables = sum(len(f.read_text().splitlines()) for f in files if f.suffix == ".txt")
     n_wav = sum(f.suffix == ".wav" for f in files)
-    print(f"wrote {n_wav} recordings with {n_syllables} syllables to {out_dir} ({size / 1e6:.2f} MB)")
+    print(f"wrote {n_wav} recordings with {n_syllables} typed syllables to {out_dir} ({size / 1e6:.2f} MB) and "
+          f"their types' figure to {_FIGURE.value}")
 
 
 if __name__ == "__main__":

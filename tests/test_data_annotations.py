@@ -1,9 +1,14 @@
-"""Annotation files: the reference format, sorting, and every malformed-row message."""
+"""Annotation files: the reference format, the label column, sorting, and every malformed-row message."""
 
 import numpy as np
 import pytest
 
-from ouroboros_jax.data.annotations import annotation_path, read_annotations, write_annotations
+from ouroboros_jax.data.annotations import (
+    annotation_path,
+    read_annotations,
+    read_labelled_annotations,
+    write_annotations,
+)
 from ouroboros_jax.errors import InputError
 
 SR = 1000
@@ -27,6 +32,29 @@ def test_extra_columns_comments_blank_lines_and_sorting(tmp_path):
     np.testing.assert_array_equal(
         read_annotations(tmp_path / "a.txt", 1.0, SR), [[0.1, 0.2], [0.3, 0.45], [0.5, 0.6]]
     )
+
+
+def test_the_third_column_is_the_label_and_sorts_with_its_row(tmp_path):
+    (tmp_path / "a.txt").write_text("0.5 0.6 C 0.93\n0.1 0.2 intro\n0.3 0.45\n")
+    syllables, labels = read_labelled_annotations(tmp_path / "a.txt", 1.0, SR)
+    np.testing.assert_array_equal(syllables, [[0.1, 0.2], [0.3, 0.45], [0.5, 0.6]])
+    np.testing.assert_array_equal(labels, ["intro", "", "C"])
+
+
+def test_labels_round_trip_and_unlabelled_rows_keep_two_columns(tmp_path):
+    syllables, labels = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), np.array(["a", "", "b12"])
+    write_annotations(tmp_path / "a.txt", syllables, labels)
+    assert (tmp_path / "a.txt").read_text() == "0.100000 0.200000 a\n0.300000 0.400000\n0.500000 0.600000 b12\n"
+    read = read_labelled_annotations(tmp_path / "a.txt", 1.0, SR)
+    np.testing.assert_array_equal(read[0], syllables)
+    np.testing.assert_array_equal(read[1], labels)
+
+
+def test_two_column_files_are_unlabelled(tmp_path):
+    (tmp_path / "a.txt").write_text("0.1 0.2\n0.3 0.4\n")
+    syllables, labels = read_labelled_annotations(tmp_path / "a.txt", 1.0, SR)
+    np.testing.assert_array_equal(syllables, read_annotations(tmp_path / "a.txt", 1.0, SR))
+    np.testing.assert_array_equal(labels, ["", ""])
 
 
 def test_single_row_and_empty_file(tmp_path):

@@ -148,7 +148,7 @@ MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds
     "H_schedule", "rollout_backend", "spec_warmup_epochs", "env_warmup_epochs", "ic_noise_rms", "sr",
     "rescaled_test_autonomy", "rescaled_test_breakdown", "lr", "n_epochs", "n_seeds", "cull_frac", "cull_keep",
     "n_kernels", "n_layers", "d_state", "d_conv", "expand_factor", "grad_clip", "batch_size", "seed", "versions",
-    "device", "diverged_seeds",
+    "device", "diverged_seeds", "syllables", "annotation_format", "annotation_dir",
 }
 
 
@@ -173,6 +173,7 @@ def test_demo_flagfile_end_to_end(tmp_path):
                           parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
     assert MANIFEST_FIELDS <= set(manifest), MANIFEST_FIELDS - set(manifest)
     assert manifest["sr"] == 32000 and manifest["n_seeds"] == 2 and manifest["cull_keep"] == 1
+    assert manifest["syllables"] == ["c"] and manifest["annotation_format"] == "ours"  # one type, as the method
     assert set(manifest["selected_test_breakdown"]) >= {"spec_corr", "amp_pen", "pitch_pen", "bounded_frac"}
 
     with (out / "seed_cv.csv").open() as f:
@@ -226,6 +227,9 @@ def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
     (["--data_dir=/no/such/dir"], "/no/such/dir"),
     (["--ratio=1,2"], "--ratio"),
     (["--spec_configs=256"], "--spec_configs=256"),
+    (["--syllables=C"], "--syllables=C: no syllable is labelled C in --data_dir=@example; the labels there are a (89), "
+                        "b (71), c (68), d (39), e (18), f (2)"),
+    (["--annotation_format=praat"], "--annotation_format=praat: not a format we read"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
     result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={tmp_path / 'bad'}", *flags)

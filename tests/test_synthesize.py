@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ouroboros_jax.data import example_data_dir, read_annotations, read_audio
+from ouroboros_jax.data import example_data_dir, read_annotations, read_audio, read_labelled_annotations
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import correct, generate
 from ouroboros_jax.synthesis import synthesize
@@ -63,6 +63,20 @@ def test_txt_row_without_rescale_is_the_models_own_output(tiny_run, recording, t
     np.testing.assert_allclose(pcm / 32767, expected, atol=1 / 32767)
 
 
+def test_syllables_choose_the_rows_that_row_counts(tiny_run, tmp_path):
+    stem = "bird3_348_03"  # types b d c c c c a a a a a b b b e a a
+    x, sample_rate = read_audio(EXAMPLE / f"{stem}.wav")
+    rows, labels = read_labelled_annotations(EXAMPLE / f"{stem}.txt", len(x) / sample_rate, sample_rate)
+    result = synthesize(tiny_run[0], EXAMPLE / f"{stem}.wav", tmp_path / "out.wav", txt=EXAMPLE / f"{stem}.txt",
+                        row=1, syllables="a")
+    assert (result.onset_s, result.offset_s) == tuple(rows[np.flatnonzero(labels == "a")[1]])
+    assert np.flatnonzero(labels == "a")[1] != 1
+    # The tiny run trained on every syllable, so by default --row counts every row.
+    default = synthesize(tiny_run[0], EXAMPLE / f"{stem}.wav", tmp_path / "all.wav", txt=EXAMPLE / f"{stem}.txt",
+                         row=1)
+    assert (default.onset_s, default.offset_s) == tuple(rows[1])
+
+
 def wav_at(path, sample_rate, seconds=0.5):
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     sf.write(path, (0.3 * np.sin(2 * np.pi * 2000 * t) * 32767).astype(np.int16), sample_rate)
@@ -78,6 +92,11 @@ def wav_at(path, sample_rate, seconds=0.5):
     (dict(row=1), "--row=1 picks a row of --txt"),
     (dict(txt=EXAMPLE / f"{STEM}.txt", row=99), "--row=99"),
     (dict(txt="/no/such.txt"), "--txt=/no/such.txt: no such file"),
+    (dict(txt=EXAMPLE / f"{STEM}.txt", syllables="zz"),
+     f"--syllables=zz: no syllable is labelled zz in --txt={EXAMPLE}"),
+    (dict(txt=EXAMPLE / f"{STEM}.txt", syllables="b", row=99),
+     "bird3_348_01.txt has 10 syllables labelled b, rows 0-9"),
+    (dict(onset=0.1, offset=0.2, syllables="a"), "--syllables=a picks rows of --txt"),
     (dict(onset=0.0, offset=0.005, silence_pad_samples=0), "generation needs more than 200"),
     (dict(onset=0.1, offset=0.2, silence_pad_samples=-1), "--silence_pad_samples=-1"),
     (dict(onset=0.1, offset=0.2, seed=7), "--seed=7"),

@@ -10,11 +10,13 @@ import dataclasses
 import numpy as np
 from absl import logging
 
+from ouroboros_jax.data.annotation_formats import OURS, AnnotationSource, check_format
 from ouroboros_jax.data.audio import list_audio_files
 from ouroboros_jax.data.example_data import resolve_data_dir
-from ouroboros_jax.data.recordings import load_recordings
+from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
 from ouroboros_jax.data.splits import FileSplit, file_level_split
+from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts, parse_syllables
 from ouroboros_jax.data.vocalisations import cold_start_vocalisations
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
@@ -28,7 +30,9 @@ class DataConfig:
     """Data settings; each field is the training CLI flag of the same name (SPEC i defaults).
 
     `data_dir` may be "@example" for the bundled data; `ratio` may be given as "0.4,0.4,0.2";
-    `channel` picks one channel of multi-channel files (None: files must be mono).
+    `channel` picks one channel of multi-channel files (None: files must be mono). `syllables`
+    (labels, or "C,D"; empty: all) picks the syllable types that train and are held out;
+    `annotation_format` and `annotation_dir` say how and where the syllables are annotated.
     """
 
     data_dir: str
@@ -45,10 +49,15 @@ class DataConfig:
     max_segs: int = 6000
     seed: int = 1234
     channel: int | None = None
+    syllables: tuple[str, ...] = ()
+    annotation_format: str = OURS
+    annotation_dir: str | None = None
 
     def __post_init__(self):
         # Validates (and normalises `ratio`) through the sampler's own checks.
         object.__setattr__(self, "ratio", self.sampler.ratio)
+        object.__setattr__(self, "syllables", parse_syllables(self.syllables))
+        check_format(self.annotation_format)
         for name in ("val_frac", "test_frac"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
@@ -70,6 +79,10 @@ class DataConfig:
             seed=self.seed,
         )
 
+    @property
+    def annotations(self) -> AnnotationSource:
+        return AnnotationSource(self.annotation_format, self.annotation_dir)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
@@ -80,6 +93,7 @@ class TrainingData:
       dxdt: (N, L) float32 first derivative per sample of each window (SPEC a.1).
       d2x: (N, L) float32 second derivative per sample squared of each window.
       categories: (N,) int32, `Category` ONSET = 0, OFFSET = 1, MID = 2.
+      window_sources: (N, 2) int64 provenance of each window: (index into `files.train`, first sample).
       pool_sizes: (3,) int64 distinct ONSET, OFFSET, MID windows the training files offered.
       sample_rate: in Hz, shared by all files.
       files: the file-level split.
@@ -91,6 +105,7 @@ class TrainingData:
     dxdt: np.ndarray
     d2x: np.ndarray
     categories: np.ndarray
+    window_sources: np.ndarray
     pool_sizes: np.ndarray
     sample_rate: int
     files: FileSplit
@@ -111,31 +126,45 @@ def segment_derivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first_derivative(x).astype(np.float32), second_derivative(x).astype(np.float32)
 
 
+def _only(recording: Recording, syllables: tuple[str, ...]) -> Recording:
+    """The recording with only the syllables labelled `syllables` (all of them if none are chosen)."""
+    keep = chosen(recording.labels, syllables)
+    return dataclasses.replace(recording, syllables=recording.syllables[keep], labels=recording.labels[keep])
+
+
 def load_training_data(config: DataConfig) -> TrainingData:
     """Reads a data directory and builds the training set and the held-out vocalisations.
 
-    Problems the reference skips silently are logged once each, with a count: empty annotation
-    files, and training recordings shorter than one window.
+    With `config.syllables`, only syllables with those labels give windows and vocalisations.
+    Problems the reference skips silently are logged once each, with a count: recordings without
+    (chosen) syllables, and training recordings shorter than one window.
 
     Raises:
       InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
-        rates, too few files for the split, or no training window at all.
+        rates, a chosen label that labels no syllable, too few files for the split, or no
+        training window at all.
     """
     files = list_audio_files(resolve_data_dir(config.data_dir), "--data_dir")
     split = file_level_split(files, config.val_frac, config.test_frac, config.seed)
-    by_path = {r.path: r for r in load_recordings(files, config.channel)}
+    recordings = load_recordings(files, config.channel, config.annotations)
+    check_syllables_occur(config.syllables, label_counts(r.labels for r in recordings), f"--data_dir={config.data_dir}")
+    by_path = {r.path: _only(r, config.syllables) for r in recordings}
     train, val, test = ([by_path[p] for p in part] for part in (split.train, split.val, split.test))
     sample_rate = train[0].sample_rate
 
-    empty = [r.path for r in by_path.values() if len(r.syllables) == 0]
+    empty = [r.path for r in recordings if len(r.syllables) == 0]
     if empty:
         logging.warning(
             "%d of %d annotation files are empty (no syllables), e.g. %s; those recordings give no windows "
             "or vocalisations",
             len(empty),
             len(files),
-            empty[0].with_suffix(".txt"),
+            config.annotations.path_for(empty[0]),
         )
+    unchosen = [r.path for r in by_path.values() if len(r.syllables) == 0 and r.path not in empty]
+    if unchosen:  # expected when training one type, so not a warning
+        logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
+                     "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
     length = WindowSizes.at(config.sampler, sample_rate).length
     if length < _STENCIL_WIDTH:
         raise InputError(
@@ -166,6 +195,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
         dxdt=dxdt,
         d2x=d2x,
         categories=segments.categories,
+        window_sources=segments.sources,
         pool_sizes=segments.pool_sizes,
         sample_rate=sample_rate,
         files=split,

@@ -145,11 +145,13 @@ class Segments:
       x: (N, L) float32 audio windows.
       categories: (N,) int32 `Category` values.
       pool_sizes: (3,) int64, how many distinct ONSET, OFFSET, MID windows the recordings offered.
+      sources: (N, 2) int64 provenance of each window: (index of its recording, first sample).
     """
 
     x: np.ndarray
     categories: np.ndarray
     pool_sizes: np.ndarray
+    sources: np.ndarray
 
 
 def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> Segments:
@@ -165,11 +167,12 @@ def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> S
       config: the sampler's settings.
 
     Returns:
-      The windows, their categories and the pool sizes. N = 0 if no window fits (and L = 0
-      without recordings).
+      The windows, their categories, the pool sizes and where each window came from. N = 0 if
+      no window fits (and L = 0 without recordings).
     """
     if not recordings:
-        return Segments(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros(3, np.int64))
+        return Segments(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros(3, np.int64),
+                        np.zeros((0, 2), np.int64))
     rng = np.random.default_rng(config.seed)
     sizes = WindowSizes.at(config, recordings[0].sample_rate)
     # pools[c] is a (P, 2) table of (recording index, start), in file and syllable order.
@@ -199,4 +202,4 @@ def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> S
     x = np.zeros((len(table), sizes.length), dtype=np.float32)
     for k, (i, start) in enumerate(table):
         x[k] = recordings[i].audio[start : start + sizes.length]
-    return Segments(x=x, categories=categories, pool_sizes=pool_sizes)
+    return Segments(x=x, categories=categories, pool_sizes=pool_sizes, sources=table)

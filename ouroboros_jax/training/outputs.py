@@ -1,4 +1,4 @@
-"""Output files: `seed_cv.csv`, `selected_model.json`, WAVs and PNG figures.
+"""Output files: `seed_cv.csv`, `selected_model.json`, other CSV tables, WAVs and PNG figures.
 
 Each file is written to a temporary name and renamed, so a crash never leaves a partial file
 over a good one.
@@ -43,6 +43,15 @@ def strict_json(value):
 
 def write_json(path: pathlib.Path, value: dict) -> None:
     _write_atomic(path, (json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n").encode())
+
+
+def write_table(path: pathlib.Path, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """A CSV file with a header: one line per row, values in the order of `columns`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    _write_atomic(path, buffer.getvalue().encode())
 
 
 def write_seed_cv(path: pathlib.Path, rows: list[dict]) -> None:

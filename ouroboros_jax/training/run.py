@@ -393,7 +393,8 @@ def _finish(config, out_dir, program, states, seed_ids, rows, stopped, data: Tra
 def _manifest_fields(config: RunConfig, data: TrainingData, sample_rate) -> dict:
     d, m = config.data, config.model
     return {
-        "data_dir": str(d.data_dir), "n_train_files": len(data.files.train), "n_val_files": len(data.files.val),
+        "data_dir": str(d.data_dir), "syllables": list(d.syllables), "annotation_format": d.annotation_format,
+        "annotation_dir": d.annotation_dir, "n_train_files": len(data.files.train), "n_val_files": len(data.files.val),
         "n_test_files": len(data.files.test), "context_len_s": d.context_len, "silence_prefix_ms": d.silence_prefix_ms,
         "silence_suffix_ms": d.silence_suffix_ms, "ratio": list(d.ratio), "max_segs": d.max_segs,
         "n_train_segments": len(data.x), "drive_lowpass_ms": m.drive_lowpass_ms, "keep_const": m.keep_const,
