@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ouroboros_jax.data.annotations import write_annotations
 from ouroboros_jax.data.audio import list_audio_files, read_audio
 from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 
 _DEFAULTS = SegmenterConfig()
 _AUDIO_DIR = flags.DEFINE_string(
@@ -109,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -18,7 +18,8 @@ from ouroboros_jax.training import run as run_module
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import SEED_CV_COLUMNS
-from ouroboros_jax.training.run import RunConfig, train_and_evaluate
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.run import train_and_evaluate
 from ouroboros_jax.training.seeds import SeedProgram
 from ouroboros_jax.training.trained import load_run
 

@@ -11,6 +11,7 @@ import numpy as np
 from absl import logging
 
 from ouroboros_jax.data.audio import list_audio_files
+from ouroboros_jax.data.checks import SILENCE, check_recordings, check_vocalisations
 from ouroboros_jax.data.example_data import resolve_data_dir
 from ouroboros_jax.data.recordings import load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
@@ -115,13 +116,16 @@ def load_training_data(config: DataConfig) -> TrainingData:
     """Reads a data directory and builds the training set and the held-out vocalisations.
 
     Problems the reference skips silently are logged once each, with a count: empty annotation
-    files, and training recordings shorter than one window.
+    files, training recordings shorter than one window, and those of `checks.check_recordings`
+    and `checks.check_vocalisations`.
 
     Raises:
       InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
-        rates, too few files for the split, or no training window at all.
+        rates, too few files for the split, no training window at all, only silent training
+        windows, or a cold-start vocalisation too short to be scored.
     """
-    files = list_audio_files(resolve_data_dir(config.data_dir), "--data_dir")
+    directory = resolve_data_dir(config.data_dir)
+    files = list_audio_files(directory, "--data_dir")
     split = file_level_split(files, config.val_frac, config.test_frac, config.seed)
     by_path = {r.path: r for r in load_recordings(files, config.channel)}
     train, val, test = ([by_path[p] for p in part] for part in (split.train, split.val, split.test))
@@ -136,6 +140,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
             len(files),
             empty[0].with_suffix(".txt"),
         )
+    check_recordings(directory, list(by_path.values()))
     length = WindowSizes.at(config.sampler, sample_rate).length
     if length < _STENCIL_WIDTH:
         raise InputError(
@@ -160,6 +165,11 @@ def load_training_data(config: DataConfig) -> TrainingData:
             f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "
             f"{length} samples around any syllable; check the annotations or lower --context_len"
         )
+    if np.abs(segments.x).max() < SILENCE:
+        raise InputError(f"--data_dir={config.data_dir}: every training window is silent (no sample reaches one "
+                         "16-bit step); check that the recordings hold the song, and their annotations")
+    check_vocalisations(val, config.n_val_vocs, config.silence_pad_samples, "validation", "--n_val_vocs")
+    check_vocalisations(test, config.n_test_vocs, config.silence_pad_samples, "test", "--n_test_vocs")
     dxdt, d2x = segment_derivatives(segments.x)
     return TrainingData(
         x=segments.x,

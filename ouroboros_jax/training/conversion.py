@@ -25,7 +25,9 @@ from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.outputs import write_json
-from ouroboros_jax.training.run import RUN_INFO, RunConfig, Setup, checkpoint_meta, run_info
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.records import checkpoint_meta, run_info
+from ouroboros_jax.training.run import RUN_INFO, Setup
 from ouroboros_jax.training.seeds import init_seeds, seed_keys
 
 _STRUCTURE = ("tau", "n_layers", "d_state", "d_conv", "expand_factor", "n_kernel")
@@ -152,7 +154,7 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out_dir / "checkpoints", config.max_saved)
     try:
-        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}))
+        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}, {}))
     finally:
         checkpoints.close()
     # run.json last: without it the directory is not a run, so an interrupted conversion is never read as one.

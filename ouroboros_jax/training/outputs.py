@@ -1,9 +1,11 @@
 """Output files: `seed_cv.csv`, `selected_model.json`, WAVs and PNG figures.
 
 Each file is written to a temporary name and renamed, so a crash never leaves a partial file
-over a good one.
+over a good one; a write that fails (a full disk) raises `WriteError` and leaves no temporary
+file behind.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -15,17 +17,24 @@ import numpy as np
 import soundfile as sf
 from absl import logging
 
+from ouroboros_jax.errors import WriteError
+
 SEED_CV_COLUMNS = (
     "seed", "val_autonomy", "ckpt", "val_spec_corr", "val_amp_pen", "val_pitch_pen", "val_bounded_frac",
-    "val_cold_start", "val_rescale", "status", "stopped_epoch",
+    "val_cold_start", "val_rescale", "status", "stopped_epoch", "skipped_steps",
 )
 WAV_PEAK = 0.95  # peak level of the written WAV, as in the reference
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise WriteError.at(path, e.strerror or str(e)) from None
 
 
 def strict_json(value):
