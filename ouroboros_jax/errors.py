@@ -12,13 +12,17 @@ their flags with `parse_flags`, which does the same for absl's flag errors:
 """
 
 import functools
+import os
 import pathlib
 import shutil
 import sys
+import tempfile
 
 from absl import flags
 
 INTERRUPTED_STATUS = 130  # the shell's status for a process ended by SIGINT
+# Where the `error:` line goes once `HeldStderr.drop_for_good` has silenced standard error.
+_error_line_stream = None
 
 
 class CommandError(Exception):
@@ -86,6 +90,41 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(InputError.exit_status)
 
 
+class HeldStderr:
+    """Holds what is written to standard error in its `with` block and writes it out at the end.
+
+    It holds file descriptor 2, so also what C++ threads print. A library whose write failed may
+    keep reporting the failure from its worker threads, with tracebacks, for a while after it has
+    raised (Orbax and TensorStore do): then `drop_for_good()` drops what was held and sends standard
+    error to /dev/null for the rest of the process, all but the CLI's `error:` line.
+    """
+
+    def __enter__(self) -> "HeldStderr":
+        sys.stderr.flush()
+        self._real, self._held = os.dup(2), tempfile.TemporaryFile()
+        os.dup2(self._held.fileno(), 2)
+        return self
+
+    def drop_for_good(self) -> None:
+        global _error_line_stream
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        _error_line_stream = os.fdopen(self._real, "w")
+        self._real = None
+
+    def __exit__(self, *exc_info) -> None:
+        if self._real is not None:
+            sys.stderr.flush()
+            os.dup2(self._real, 2)
+            os.close(self._real)
+            self._held.seek(0)
+            sys.stderr.buffer.write(self._held.read())
+            sys.stderr.flush()
+        self._held.close()
+
+
 def report_input_errors(main):
     """Wraps an absl `main(argv)`: a `CommandError` becomes `error: <message>` and its exit status,
     Ctrl-C one line and status 130."""
@@ -95,7 +134,13 @@ def report_input_errors(main):
         try:
             return main(argv)
         except CommandError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=_error_line_stream or sys.stderr, flush=True)
+            if isinstance(e, WriteError):
+                # Worker threads of a failed write (Orbax's) may still be failing: end now, so that they can
+                # neither block the exit nor print after the last line.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(e.exit_status)
             sys.exit(e.exit_status)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -18,7 +18,8 @@ from absl import app, flags, logging
 from ouroboros_jax.data.annotations import write_annotations
 from ouroboros_jax.data.audio import list_audio_files, read_audio
 from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax.errors import InputError, WriteError, parse_flags, report_input_errors
+from ouroboros_jax.training.outputs import make_output_dir
 
 _DEFAULTS = SegmenterConfig()
 _AUDIO_DIR = flags.DEFINE_string(
@@ -65,8 +66,12 @@ def segment_directory(
       (annotation path, syllables (K, 2) seconds) per recording, in file order.
 
     Raises:
-      InputError: no recordings, an unreadable one, or existing annotations without `overwrite`.
+      InputError: no recordings, an unreadable one, existing annotations without `overwrite`, or
+        an `out_dir` that is a file.
+      WriteError: an annotation file could not be written.
     """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out_dir={out_dir}: is a file, not a folder; pass the folder for the .txt annotations")
     recordings = list_audio_files(audio_dir, "--audio_dir")
     targets = [out_dir / f"{p.stem}.txt" for p in recordings]
     existing = [t for t in targets if t.exists()]
@@ -79,9 +84,12 @@ def segment_directory(
     for path, target in zip(recordings, targets):
         x, sample_rate = read_audio(path, channel)
         results.append((target, find_syllables(x, sample_rate, config)))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "--out_dir")
     for target, syllables in results:
-        write_annotations(target, syllables)
+        try:
+            write_annotations(target, syllables)
+        except OSError as e:
+            raise WriteError.at(target, e.strerror or str(e)) from None
     return results
 
 

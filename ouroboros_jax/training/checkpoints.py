@@ -3,21 +3,18 @@
 A checkpoint's step is the number of completed epochs (DESIGN decision 2), so resuming from step
 e trains epoch e next and nothing twice. Saves are atomic (Orbax writes to a temporary directory
 and renames it when complete) and only the newest `max_saved` are kept. Saves are synchronous:
-a save that cannot be written (a full disk) raises `WriteError` in the caller, leaves the
-checkpoints before it as they were, and leaves no background thread behind to block the exit.
+a save that cannot be written (a full disk) raises `WriteError` in the caller and leaves the
+checkpoints before it as they were; what it wrote is removed when the directory is opened next.
 """
 
-import contextlib
-import logging
 import os
 import pathlib
 import re
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
 
-from ouroboros_jax.errors import WriteError
+from ouroboros_jax.errors import HeldStderr, WriteError
 
 
 def completed_epochs(directory: pathlib.Path) -> list[int]:
@@ -52,30 +49,13 @@ def _write_failure(error: Exception) -> str | None:
     return os.strerror(int(code.group(1))) if code else None
 
 
-class _WithoutOrbaxErrors(logging.Filter):
-    """Drops Orbax's own error logs (with tracebacks) of a failed save, which `WriteError` reports in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR or "orbax" not in record.pathname
-
-
-@contextlib.contextmanager
-def _orbax_errors_unlogged():
-    absl_logger, quiet = logging.getLogger("absl"), _WithoutOrbaxErrors()
-    absl_logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        absl_logger.removeFilter(quiet)
-
-
 class Checkpoints:
     """The checkpoints of one run directory (`<out_dir>/checkpoints/<epochs completed>/`); a context manager."""
 
     def __init__(self, directory: pathlib.Path, max_saved: int):
         self._directory = directory.absolute()
         self._manager = ocp.CheckpointManager(self._directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_saved, create=True, enable_async_checkpointing=False))
+            max_to_keep=max_saved, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True))
 
     def __enter__(self) -> "Checkpoints":
         return self
@@ -93,20 +73,19 @@ class Checkpoints:
         """Saves the pytree `state` and the JSON-able `meta` as the checkpoint of `epoch`.
 
         Raises:
-          WriteError: it could not be written; its partial files are removed.
+          WriteError: it could not be written (its partial files go when the directory is opened next).
         """
-        try:
-            with _orbax_errors_unlogged():
+        with HeldStderr() as stderr:
+            try:
                 self._manager.save(epoch, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(_to_saveable(state)), meta=ocp.args.JsonSave(meta)))
                 self._manager.wait_until_finished()
-        except Exception as e:
-            reason = _write_failure(e)
-            if reason is None:
-                raise
-            for partial in self._directory.glob(f"{epoch}.orbax-checkpoint-tmp*"):
-                shutil.rmtree(partial, ignore_errors=True)  # give the space back
-            raise WriteError.at(self._directory / str(epoch), reason) from None
+            except Exception as e:
+                reason = _write_failure(e)
+                if reason is None:
+                    raise
+                stderr.drop_for_good()
+                raise WriteError.at(self._directory / str(epoch), reason) from None
 
     def meta(self, epoch: int) -> dict:
         return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

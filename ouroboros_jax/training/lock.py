@@ -1,4 +1,4 @@
-"""One run per directory: the run directory is made, then locked for the run's life.
+"""One run per directory: the run directory is locked for the run's life.
 
 The lock is `<out_dir>/run.lock`: the run holds an exclusive `flock` on it and writes its pid,
 host and start time into it, so that a second run into the same directory is refused with a line
@@ -24,24 +24,6 @@ LOCK_FILE = "run.lock"
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def make_run_dir(out_dir: pathlib.Path) -> None:
-    """Makes the run directory (and its parents).
-
-    Raises:
-      InputError: it is a file, lies under a file, or cannot be made there.
-    """
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise InputError(f"--out_dir={out_dir}: is a file, not a directory; choose another --out_dir") from None
-    except NotADirectoryError:
-        blocking = next((p for p in reversed(out_dir.parents) if p.exists() and not p.is_dir()), out_dir.parent)
-        raise InputError(f"--out_dir={out_dir}: {blocking} is a file, so no directory can be made under it; choose "
-                         "another --out_dir") from None
-    except OSError as e:
-        raise InputError(f"--out_dir={out_dir}: cannot be made ({e.strerror}); choose a writable --out_dir") from None
-
-
 def _describe(holder: dict) -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"])) if "started" in holder else "?"
     return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {started}"
@@ -62,7 +44,7 @@ def _inode(path: pathlib.Path) -> int | None:
 
 
 class RunLock:
-    """Holds `<out_dir>/run.lock` while in its `with` block; the directory must exist (`make_run_dir`)."""
+    """Holds `<out_dir>/run.lock` while in its `with` block; the directory must exist (`outputs.make_output_dir`)."""
 
     def __init__(self, out_dir: pathlib.Path):
         self.path = pathlib.Path(out_dir) / LOCK_FILE

@@ -30,9 +30,9 @@ from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints, completed_epochs
 from ouroboros_jax.training.config import RunConfig
-from ouroboros_jax.training.lock import RunLock, make_run_dir
+from ouroboros_jax.training.lock import RunLock
 from ouroboros_jax.training.logbook import Logbook, console
-from ouroboros_jax.training.outputs import write_json, write_png, write_seed_cv, write_wav
+from ouroboros_jax.training.outputs import make_output_dir, write_json, write_png, write_seed_cv, write_wav
 from ouroboros_jax.training.preflight import check_run_fits_data, describe_data
 from ouroboros_jax.training.records import (
     check_resumable,
@@ -170,7 +170,7 @@ def train_and_evaluate(config: RunConfig) -> dict:
       KeyboardInterrupt: Ctrl-C; the checkpoints written so far are complete.
     """
     out_dir = pathlib.Path(config.out_dir).absolute()
-    make_run_dir(out_dir)
+    make_output_dir(out_dir, "--out_dir")
     # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
     with RunLock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
         data = load_training_data(config.data)
@@ -290,8 +290,9 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     if diverged[best]:
         manifest.update(selected_seed=None, diverged_seeds=sorted(seeds.stopped))
         write_json(out_dir / MANIFEST, manifest)
-        raise NoSeedSurvived(f"every seed diverged (stopped after epochs {seeds.stopped}); nothing is selected, "
-                             f"{out_dir / SEED_CV} has their scores; try a lower --lr or other seeds (--seed)")
+        stops = ", ".join(f"seed {k} after epoch {e}" for k, e in sorted(seeds.stopped.items()))
+        raise NoSeedSurvived(f"every seed diverged ({stops}); nothing is selected, {out_dir / SEED_CV} has their "
+                             "scores; try a lower --lr or other seeds (--seed)")
     best_state = select_seeds(seeds.states, [best])
     manifest.update(selected_seed=seed_ids[best], selected_lambda=config.lam, selected_val_autonomy=scores[best][0],
                     selected_val_breakdown=scores[best][1], diverged_seeds=sorted(seeds.stopped),
