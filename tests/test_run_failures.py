@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,7 @@ from ouroboros_jax.training.checkpoints import completed_epochs
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.lock import LOCK_FILE, RunLock
 from ouroboros_jax.training.outputs import make_output_dir, write_json
+from ouroboros_jax.training.preflight import check_run_fits_data
 from ouroboros_jax.training.run import train_and_evaluate
 from ouroboros_jax.training.seeds import SeedProgram
 from ouroboros_jax.training.trained import load_run
@@ -295,3 +297,34 @@ def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_p
     monkeypatch.setattr(SeedProgram, "run_epoch", lambda *a, **k: pytest.fail("trained again"))
     with pytest.raises(NoSeedSurvived):
         train_and_evaluate(config)
+
+
+def test_a_run_without_a_complete_checkpoint_says_that_it_starts_again(tmp_path, monkeypatch, capsys):
+    def killed_in_its_first_epoch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SeedProgram, "run_epoch", killed_in_its_first_epoch)
+    config = tiny_run_config(tmp_path)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            train_and_evaluate(config)
+    out = capsys.readouterr().out
+    # The first run had nothing before it; the second finds the first's records but no checkpoint.
+    assert out.count(f"no complete checkpoint in {tmp_path}") == 1
+    assert "training starts again from epoch 0" in out and "resuming" not in out
+
+
+def test_spec_configs_that_do_not_fit_the_horizons_are_warnings_naming_them(tmp_path, caplog):
+    # pow2 16 -> 64 over 4 epochs: H = 16, 16, 32, 64.
+    config = tiny_config(tmp_path, h_min=16, h_max=64, spec_configs=((32, 8), (64, 16), (128, 32)))
+    with caplog.at_level(logging.WARNING):
+        check_run_fits_data(config, SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "--spec_configs: 128,32 never used: its n_fft is above the longest rollout horizon of the run, 64 " \
+           "samples" in messages
+    assert "--spec_configs: no entry has an n_fft within the rollout horizons 16, so those epochs use 16,4 at H=16 " \
+           "instead (SPEC c.4); add a shorter entry to choose their STFT" in messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_run_fits_data(tiny_config(tmp_path), SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000))
+    assert not caplog.records
