@@ -55,10 +55,9 @@ class WriteError(CommandError):
     exit_status = 4
 
     @classmethod
-    def at(cls, path, reason: str, advice: str = "") -> "WriteError":
+    def at(cls, path, reason: str) -> "WriteError":
         """The error for `path`, with the free space of its file system (the usual cause is a full disk)."""
-        message = f"cannot write {path}: {reason} ({_free_space(pathlib.Path(path))} free on that disk)"
-        return cls(f"{message}; {advice}" if advice else message)
+        return cls(f"cannot write {path}: {reason} ({_free_space(pathlib.Path(path))} free on that disk)")
 
 
 def _free_space(path: pathlib.Path) -> str:
@@ -120,8 +119,9 @@ class HeldStderr:
             os.dup2(self._real, 2)
             os.close(self._real)
             self._held.seek(0)
-            sys.stderr.buffer.write(self._held.read())
-            sys.stderr.flush()
+            held = self._held.read()
+            while held:
+                held = held[os.write(2, held):]
         self._held.close()
 
 

@@ -88,7 +88,8 @@ def test_orphan_annotations_duplicates_and_overlaps_are_warnings_naming_the_file
     (orphan,) = warnings_about(caplog, "no recording beside them")
     assert str(data_dir / "lost.txt") in orphan
     (duplicated,) = warnings_about(caplog, "duplicated rows")
-    assert duplicated.startswith("1 of 10 annotation files") and f"{data_dir / 'rec4.txt'}: 0.3-0.4 s twice" in duplicated
+    assert duplicated.startswith("1 of 10 annotation files")
+    assert f"{data_dir / 'rec4.txt'}: 0.3-0.4 s twice" in duplicated
     (overlapping,) = warnings_about(caplog, "overlapping syllables")
     assert f"{data_dir / 'rec5.txt'}: 0.3-0.45 s and 0.4-0.6 s" in overlapping
 

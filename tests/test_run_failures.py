@@ -314,11 +314,22 @@ def test_a_run_without_a_complete_checkpoint_says_that_it_starts_again(tmp_path,
     assert "training starts again from epoch 0" in out and "resuming" not in out
 
 
+def tiny_data(n_val_vocs=2):
+    """What `check_run_fits_data` reads of `TrainingData`: 24 training segments of 320 samples."""
+    return SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000, val_vocalisations=np.zeros((n_val_vocs, 3000)))
+
+
+def test_validation_files_without_a_syllable_are_an_error_before_training(tmp_path):
+    with pytest.raises(InputError, match=r"^--data_dir=@example: the validation files hold no annotated syllable, "
+                                         "so seeds cannot be scored"):
+        check_run_fits_data(tiny_config(tmp_path), tiny_data(n_val_vocs=0))
+
+
 def test_spec_configs_that_do_not_fit_the_horizons_are_warnings_naming_them(tmp_path, caplog):
     # pow2 16 -> 64 over 4 epochs: H = 16, 16, 32, 64.
     config = tiny_config(tmp_path, h_min=16, h_max=64, spec_configs=((32, 8), (64, 16), (128, 32)))
     with caplog.at_level(logging.WARNING):
-        check_run_fits_data(config, SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000))
+        check_run_fits_data(config, tiny_data())
     messages = [r.getMessage() for r in caplog.records]
     assert "--spec_configs: 128,32 never used: its n_fft is above the longest rollout horizon of the run, 64 " \
            "samples" in messages
@@ -326,5 +337,5 @@ def test_spec_configs_that_do_not_fit_the_horizons_are_warnings_naming_them(tmp_
            "instead (SPEC c.4); add a shorter entry to choose their STFT" in messages
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        check_run_fits_data(tiny_config(tmp_path), SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000))
+        check_run_fits_data(tiny_config(tmp_path), tiny_data())
     assert not caplog.records

@@ -2,14 +2,14 @@
 
 TensorBoard (`<out_dir>/seed<k>/`), at global step epoch * batches_per_epoch + batch:
 Loss/spec, Loss/tf, Loss/env (if --lam_env > 0), Loss/env_log (if --lam_env_log > 0),
-Loss/total, Train/H, Train/lam_spec_t, Train/lam_env_t,
-Train/lam_env_log_t, Train/grad_norm, Health/rms_ratio (rollout RMS / target RMS: near 0 means
-the rollout collapsed to silence), Health/pinned_frac (fraction of rollout samples pinned at the
-soft-tanh bound); for a skipped (non-finite) step only Loss/nan_skip = 1.0, so that one NaN does
-not blind a mean over the steps around it; at the end of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen,
-Val/pitch_pen, Val/bounded_frac and Seed/active; at each checkpoint, for the first validation
-vocalisation, Media/target and Media/autonomous (audio, peak-normalised) and Media/specgram (the
-`figures.specgram_figure` image).
+Loss/total, Train/H, Train/lam_spec_t, Train/lam_env_t, Train/lam_env_log_t, Train/grad_norm,
+Health/rms_ratio (rollout RMS / target RMS: near 0 means the rollout collapsed to silence) and
+Health/pinned_frac (fraction of rollout samples pinned at the soft-tanh bound), not with
+--loss_mode=mse_accel, which has no rollout; for a skipped (non-finite) step only
+Loss/nan_skip = 1.0, so that one NaN does not blind a mean over the steps around it; at the end
+of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen, Val/pitch_pen, Val/bounded_frac and
+Seed/active; at each checkpoint, for the first validation vocalisation, Media/target and
+Media/autonomous (audio, peak-normalised) and Media/specgram (the `figures.specgram_figure` image).
 """
 
 import contextlib

@@ -2,10 +2,11 @@
 
 `check_run_fits_data` makes every check of the settings against the data that can be made before
 training (the data's own checks are `data.checks`; docs/data.md, "Bad input", lists both):
-errors for a rollout horizon longer than the training segments and a --batch_size above their
-number; warnings for --spec_configs entries that no horizon of the run reaches and for horizons
-that no entry fits (those epochs use a fallback STFT, SPEC c.4). `describe_data` gives the
-console lines the reference prints: the split sizes and the ONSET, OFFSET and MID counts.
+errors for validation files without a syllable, a rollout horizon longer than the training
+segments and a --batch_size above their number; warnings for --spec_configs entries that no
+horizon of the run reaches and for horizons that no entry fits (those epochs use a fallback
+STFT, SPEC c.4). `describe_data` gives the console lines the reference prints: the split sizes
+and the ONSET, OFFSET and MID counts.
 """
 
 import numpy as np
@@ -21,8 +22,12 @@ def check_run_fits_data(config, data: TrainingData) -> None:
     """Checks a run's settings (`RunConfig`) against its data.
 
     Raises:
-      InputError: --h_max above the segment length, or --batch_size above the number of segments.
+      InputError: no validation vocalisation to score the seeds on, --h_max above the segment
+        length, or --batch_size above the number of segments.
     """
+    if len(data.val_vocalisations) == 0:
+        raise InputError(f"--data_dir={config.data.data_dir}: the validation files hold no annotated syllable, so "
+                         "seeds cannot be scored; add annotations or raise --val_frac")
     n_segments, length = data.x.shape
     if config.h_max > length:
         raise InputError(f"--h_max={config.h_max}: the rollout horizon cannot exceed the segment length {length} "
