@@ -9,7 +9,7 @@ named by the file's N), which `synthesize` and `plot` read like a trained run
 
 from absl import app, flags, logging
 
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 from ouroboros_jax.training.conversion import NO_DATA_DIR, convert_reference_checkpoint
 
 _CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None, "The reference's checkpoint_<N>.tar.")
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

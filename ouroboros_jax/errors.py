@@ -1,27 +1,149 @@
-"""Errors a user can cause, and how command-line entry points report them.
+"""Errors a user meets, and how command-line entry points report them.
 
-A bad file or flag raises `InputError` with one line naming the file or flag and the fix. The
-CLIs wrap their `main` with `report_input_errors`, which prints that line (no traceback) and
-exits non-zero.
+Every failure a user can cause or must act on is a `CommandError` whose message is one line
+naming the file or flag and what to do. The CLIs wrap their `main` with `report_input_errors`,
+which prints `error: <message>` (no traceback) and exits with the error's status, and parse
+their flags with `parse_flags`, which does the same for absl's flag errors:
+
+  2  `InputError`: a bad flag or file (also absl's flag errors)
+  3  `NoSeedSurvived`: every seed of a run diverged, nothing was selected
+  4  `WriteError`: a file could not be written (a full disk, a read-only file system)
+  130  interrupted (Ctrl-C)
 """
 
 import functools
+import os
+import pathlib
+import shutil
 import sys
+import tempfile
+
+from absl import flags
+
+INTERRUPTED_STATUS = 130  # the shell's status for a process ended by SIGINT
+# Where the `error:` line goes once `HeldStderr.drop_for_good` has silenced standard error.
+_error_line_stream = None
 
 
-class InputError(Exception):
+class CommandError(Exception):
+    """A failure reported as one `error:` line; `exit_status` is the CLI's exit status."""
+
+    exit_status = 1
+
+
+class InputError(CommandError):
     """A problem with the user's files or flags; the message is one line that says what to do."""
+
+    exit_status = 2
+
+
+class NoSeedSurvived(CommandError):
+    """Every seed of a run diverged, so nothing could be selected (the run's records are written)."""
+
+    exit_status = 3
+
+
+class Interrupted(CommandError):
+    """Ctrl-C, reported with what was kept (a run's last complete checkpoint)."""
+
+    exit_status = INTERRUPTED_STATUS
+
+
+class WriteError(CommandError):
+    """A file or directory of a run could not be written; nothing written before it is damaged."""
+
+    exit_status = 4
+
+    @classmethod
+    def at(cls, path, reason: str) -> "WriteError":
+        """The error for `path`, with the free space of its file system (the usual cause is a full disk)."""
+        return cls(f"cannot write {path}: {reason} ({_free_space(pathlib.Path(path))} free on that disk)")
+
+
+def _free_space(path: pathlib.Path) -> str:
+    """The free space of the file system holding `path` (or its nearest existing folder), e.g. '1.2 GB'."""
+    for folder in (path, *path.parents):
+        try:
+            free = float(shutil.disk_usage(folder).free)
+        except OSError:
+            continue
+        if free < 1000:
+            return f"{free:.0f} bytes"
+        for unit in ("kB", "MB", "GB"):
+            free /= 1000
+            if free < 1000 or unit == "GB":
+                return f"{free:.1f} {unit}"
+    return "unknown space"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag reported as one `error:` line and exit status 2.
+
+    Pass it to `absl.app.run(main, flags_parser=parse_flags)`; absl's own parser prints two
+    lines and exits with status 1.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {' '.join(str(e).split()).rstrip('.')}; see --helpfull for every flag", file=sys.stderr)
+        sys.exit(InputError.exit_status)
+
+
+class HeldStderr:
+    """Holds what is written to standard error in its `with` block and writes it out at the end.
+
+    It holds file descriptor 2, so also what C++ threads print. A library whose write failed may
+    keep reporting the failure from its worker threads, with tracebacks, for a while after it has
+    raised (Orbax and TensorStore do): then `drop_for_good()` drops what was held and sends standard
+    error to /dev/null for the rest of the process, all but the CLI's `error:` line.
+    """
+
+    def __enter__(self) -> "HeldStderr":
+        sys.stderr.flush()
+        self._real, self._held = os.dup(2), tempfile.TemporaryFile()
+        os.dup2(self._held.fileno(), 2)
+        return self
+
+    def drop_for_good(self) -> None:
+        global _error_line_stream
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        _error_line_stream = os.fdopen(self._real, "w")
+        self._real = None
+
+    def __exit__(self, *exc_info) -> None:
+        if self._real is not None:
+            sys.stderr.flush()
+            os.dup2(self._real, 2)
+            os.close(self._real)
+            self._held.seek(0)
+            held = self._held.read()
+            while held:
+                held = held[os.write(2, held):]
+        self._held.close()
 
 
 def report_input_errors(main):
-    """Wraps an absl `main(argv)`: an `InputError` becomes `error: <message>` and exit status 2."""
+    """Wraps an absl `main(argv)`: a `CommandError` becomes `error: <message>` and its exit status,
+    Ctrl-C one line and status 130."""
 
     @functools.wraps(main)
     def wrapped(argv):
         try:
             return main(argv)
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except CommandError as e:
+            print(f"error: {e}", file=_error_line_stream or sys.stderr, flush=True)
+            if isinstance(e, WriteError):
+                # Worker threads of a failed write (Orbax's) may still be failing: end now, so that they can
+                # neither block the exit nor print after the last line.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(e.exit_status)
+            sys.exit(e.exit_status)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
 
     return wrapped

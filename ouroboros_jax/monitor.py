@@ -12,7 +12,7 @@ import time
 
 from absl import app, flags, logging
 
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 from ouroboros_jax.training.monitoring import Limits, poll
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "The training run's --out_dir.")
@@ -48,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -19,7 +19,7 @@ from flax import nnx
 
 from ouroboros_jax.data import load_training_data
 from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 from ouroboros_jax.evaluation import correct, generate
 from ouroboros_jax.figures import DPI, drives_figure, epoch_means, loss_panels_figure, specgram_figure
 from ouroboros_jax.model.ouroboros import Drives
@@ -220,4 +220,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 
 from ouroboros_jax.data.segmenter import SegmenterConfig
 from ouroboros_jax.data.syllable_labels import describe_counts, label_counts, parse_syllables
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
 _DEFAULTS = SegmenterConfig()
@@ -97,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -19,9 +19,9 @@ from ouroboros_jax.data.audio import list_audio_files, read_audio
 from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
 from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts
 from ouroboros_jax.data.syllable_types import SyllableTypes, cluster_syllables, parse_cluster, syllable_features
-from ouroboros_jax.errors import InputError
+from ouroboros_jax.errors import InputError, WriteError
 from ouroboros_jax.figures import syllable_types_figure
-from ouroboros_jax.training.outputs import write_png, write_table
+from ouroboros_jax.training.outputs import make_output_dir, write_png, write_table
 
 TYPES_CSV, TYPES_PNG = "syllable_types.csv", "syllable_types.png"
 TYPES_COLUMNS = ("label", "count", "median_duration_ms")
@@ -87,10 +87,13 @@ def segment_directory(
 
     Raises:
       InputError: no recordings, an unreadable one, existing outputs without `overwrite`, a bad
-        `cluster`, too few syllables to cluster, or a chosen type that does not occur. Nothing
-        is written then.
+        `cluster`, too few syllables to cluster, a chosen type that does not occur, or an
+        `out_dir` that is a file. Nothing is written then.
+      WriteError: an annotation file could not be written.
     """
     n_types = parse_cluster(cluster) if cluster is not None else None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out_dir={out_dir}: is a file, not a folder; pass the folder for the .txt annotations")
     recordings = list_audio_files(audio_dir, "--audio_dir")
     targets = [out_dir / f"{p.stem}.txt" for p in recordings]
     summary_files = [out_dir / TYPES_CSV, out_dir / TYPES_PNG] if cluster is not None else []
@@ -120,9 +123,12 @@ def segment_directory(
     result = Segmentation(out_dir, targets, found, labels, [chosen(lab, syllables) for lab in labels], types)
     if types is not None:
         figure = _types_figure(recordings, result, channel, config.max_freq_hz)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "--out_dir")
     for target, rows, lab, keep in zip(targets, found, labels, result.kept):
-        write_annotations(target, rows[keep], lab[keep])
+        try:
+            write_annotations(target, rows[keep], lab[keep])
+        except OSError as e:
+            raise WriteError.at(target, e.strerror or str(e)) from None
     if types is not None:
         write_table(out_dir / TYPES_CSV, TYPES_COLUMNS, result.summary())
         write_png(out_dir / TYPES_PNG, figure, TYPES_DPI)

@@ -15,7 +15,7 @@ from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, la
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import DETREND_CUTOFF, generate
-from ouroboros_jax.training.outputs import write_wav
+from ouroboros_jax.training.outputs import make_output_dir, write_wav
 from ouroboros_jax.training.trained import load_run
 
 # `correct` (the detrend inside `generate`) needs more samples than this.
@@ -110,12 +110,15 @@ def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float
 
     Raises:
       InputError: a missing or unreadable file, a syllable that is not one, a label --txt does
-        not have, a sample rate other than the run's, a window too short to detrend, or an
-        output that diverged (nothing is written then).
+        not have, a sample rate other than the run's, a window too short to detrend, an --out
+        that is a folder, or an output that diverged (nothing is written then).
+      WriteError: the WAV could not be written.
     """
     audio, out = pathlib.Path(audio), pathlib.Path(out)
     if not audio.is_file():
         raise InputError(f"--audio={audio}: no such file")
+    if out.is_dir():
+        raise InputError(f"--out={out}: is a folder; name the WAV file to write, e.g. --out={out / 'syllable.wav'}")
     if silence_pad_samples is not None and silence_pad_samples < 0:
         raise InputError(f"--silence_pad_samples={silence_pad_samples}: must not be negative")
     run = load_run(run_dir, epoch)
@@ -135,7 +138,7 @@ def synthesize(run_dir, audio, out, *, onset: float | None = None, offset: float
                          f"samples; generation needs more than {_MIN_SAMPLES} (a longer syllable or more lead-in)")
     seed = run.selected_seed if seed is None else seed
     generated = generate(run.model(seed), window, run.setup.rollout, rescale=rescale)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out.parent, "--out")
     # The level is kept (not peak-normalised) so that --rescale is heard: the recording's level, or the model's own.
     if not write_wav(out, generated, sample_rate, peak_normalise=False):
         raise InputError(f"--out={out}: nothing written: seed {seed}'s autonomous output on this syllable is not "

@@ -10,7 +10,7 @@ recording's sample rate (ouroboros_jax/synthesis.py; docs/cli.md).
 
 from absl import app, flags, logging
 
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
 from ouroboros_jax.synthesis import synthesize
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "The run: the --out_dir of train (or of convert).")
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -5,18 +5,24 @@ Every flag of the reference's entry point (SPEC i) in snake_case with its defaul
 --max_consecutive_skips and the multi-host flags. See docs/cli.md.
 """
 
+import pathlib
+
 
 import jax
 from absl import app, flags, logging
 
 from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import ANNOTATION_FORMATS, DataConfig
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import InputError, Interrupted, parse_flags, report_input_errors
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS
 from ouroboros_jax.model.ouroboros import ModelConfig
-from ouroboros_jax.training.run import LR_SCHEDULES, RunConfig, train_and_evaluate
+from ouroboros_jax.training.config import LR_SCHEDULES, RunConfig
+from ouroboros_jax.training.run import resume_advice, train_and_evaluate
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
+
+# The reference's --rollout-backend values: ways to run its one RK4 loop, which here is one lax.scan.
+REFERENCE_ROLLOUT_BACKENDS = ("eager", "compile", "cudagraph")
 
 # data
 flags.DEFINE_string("data_dir", None, "Directory of <stem>.wav + <stem>.txt pairs; '@example' for the bundled finch.")
@@ -63,7 +69,9 @@ flags.DEFINE_string("spec_configs", "256,64;512,128;1024,256", "STFT n_fft,hop p
 flags.DEFINE_integer("h_min", 512, "Shortest rollout horizon (samples).")
 flags.DEFINE_integer("h_max", 2048, "Longest rollout horizon (samples).")
 flags.DEFINE_enum("h_schedule", "geom", HORIZON_SCHEDULES, "Horizon curriculum.")
-flags.DEFINE_enum("rollout_backend", "scan", ROLLOUT_BACKENDS, "How the rollout runs: one lax.scan, or DEER Newton iterations.")
+flags.DEFINE_enum("rollout_backend", "scan", ROLLOUT_BACKENDS + REFERENCE_ROLLOUT_BACKENDS,
+                  "How the rollout runs: one lax.scan, or DEER Newton iterations (the reference's eager, compile "
+                  "and cudagraph are the scan).")
 flags.DEFINE_integer("deer_max_iter", 30, "DEER: Newton iterations at most; an unconverged example falls back to the scan.")
 flags.DEFINE_float("deer_tol", 1e-6, "DEER: converged when the trajectory satisfies every RK4 step to this.")
 flags.DEFINE_integer("spec_warmup_epochs", 5, "Epochs over which lam_spec ramps up from 0.")
@@ -125,6 +133,11 @@ def config_from_flags() -> RunConfig:
     for name in ("n_kernels", "n_layers", "d_state", "d_conv", "expand_factor"):
         if getattr(FLAGS, name) < 1:
             raise InputError(f"--{name}={getattr(FLAGS, name)}: must be at least 1")
+    backend = FLAGS.rollout_backend
+    if backend in REFERENCE_ROLLOUT_BACKENDS:
+        logging.warning("--rollout_backend=%s: the reference's eager, compile and cudagraph backends run the same "
+                        "RK4 loop, which here is one lax.scan: the run uses --rollout_backend=scan", backend)
+        backend = "scan"
     return RunConfig(
         data=data, model=model, out_dir=FLAGS.out_dir, n_epochs=FLAGS.n_epochs, lr=FLAGS.lr,
         lr_schedule=FLAGS.lr_schedule, n_seeds=FLAGS.n_seeds, cull_frac=FLAGS.cull_frac, cull_keep=FLAGS.cull_keep,
@@ -134,7 +147,8 @@ def config_from_flags() -> RunConfig:
         h_max=FLAGS.h_max, h_schedule=FLAGS.h_schedule, spec_warmup_epochs=FLAGS.spec_warmup_epochs,
         env_warmup_epochs=FLAGS.env_warmup_epochs, ic_noise_rms=FLAGS.ic_noise_rms, grad_clip=FLAGS.grad_clip,
         bound_x=FLAGS.bound_x, bound_v=FLAGS.bound_v, clamp_stages=FLAGS.clamp_stages, unroll=FLAGS.unroll,
-        rollout_backend=FLAGS.rollout_backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol, loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
+        rollout_backend=backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol,
+        loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
         max_consecutive_skips=FLAGS.max_consecutive_skips,
     )
 
@@ -147,9 +161,12 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     config = config_from_flags()
-    train_and_evaluate(config)
+    try:
+        train_and_evaluate(config)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {resume_advice(pathlib.Path(config.out_dir).absolute())}") from None
     print("PIPELINE DONE")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -130,11 +130,23 @@ def test_drives_see_the_whole_segment():
 
 
 def test_time_scale_converts_velocity():
-    config = ModelConfig(n_kernels=2, n_layers=1, expand_factor=1, drive_lowpass_ms=0.0, tau=2.0 / 44100)
-    model = Ouroboros(config, rngs=nnx.Rngs(0))
+    """With tau = 2 dt the model reads the velocity in rescaled time, v = (tau / dt) dx/dt (SPEC a.1),
+    in the encoders' input and in the kernel alike: its drives on (x, dx/dt) are those of the same
+    weights at tau = dt on (x, 2 dx/dt), and K is the polynomial of (x, 2 dx/dt) by a naive loop."""
+    settings = dict(n_kernels=2, n_layers=1, expand_factor=1, drive_lowpass_ms=0.0)
+    slow = Ouroboros(ModelConfig(**settings, tau=2.0 / 44100), rngs=nnx.Rngs(0))
+    plain = Ouroboros(ModelConfig(**settings), rngs=nnx.Rngs(0))  # the same weights
+    assert slow.config.time_scale == pytest.approx(2.0)
     x, dxdt = audio(length=50)
-    assert config.time_scale == pytest.approx(2.0)
-    np.testing.assert_allclose(compute_drives(model, x, dxdt).K, kernel_value(compute_drives(model, x, dxdt).W, x, 2.0 * dxdt), rtol=1e-5, atol=1e-7)
+    drives = compute_drives(slow, x, dxdt)
+    doubled = compute_drives(plain, x, 2.0 * dxdt)
+    for field in ("omega", "gamma", "W", "K"):
+        np.testing.assert_allclose(getattr(drives, field), getattr(doubled, field), rtol=1e-5, atol=1e-7,
+                                   err_msg=field)
+    assert np.abs(np.asarray(compute_drives(plain, x, dxdt).omega - drives.omega)).max() > 1e-4  # not a no-op
+    W, xs, v = (np.asarray(a, np.float64) for a in (drives.W, x, 2.0 * dxdt))
+    naive = sum(W[..., i, j] * xs**i * v**j for i in range(3) for j in range(3))
+    np.testing.assert_allclose(drives.K, naive, rtol=1e-5, atol=1e-6)
 
 
 def test_reference_params_errors_name_the_problem(golden):

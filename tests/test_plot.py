@@ -19,7 +19,10 @@ from tensorboardX.proto import event_pb2
 
 from ouroboros_jax import figures, plot
 from ouroboros_jax.data import load_training_data
+from ouroboros_jax.derivatives import first_derivative
+from ouroboros_jax.evaluation import correct, generate
 from ouroboros_jax.training.run import SPECGRAM, train_and_evaluate
+from ouroboros_jax.training.trained import load_run
 from tests.test_run import REPO, tiny_config
 
 N_EPOCHS = 2
@@ -95,19 +98,54 @@ def test_omega_in_hz_and_the_largest_kernel_terms():
     assert figures.largest_kernel_terms(W, 3) == [(2, 1), (0, 2), (1, 1)]
 
 
-def test_specgram_command_draws_the_selected_seed_by_default(tiny_run, capsys):
+def drawn(monkeypatch, name):
+    """Records the arguments of each figure `plot` draws with `figures.<name>`."""
+    calls, draw = [], getattr(plot, name)
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(plot, name, recording)
+    return calls
+
+
+def autonomous_output(run_dir, seed, epoch, voc_idx, rescale=False):
+    """A seed's output at a checkpoint on a validation vocalisation, computed here from the checkpoint."""
+    run = load_run(run_dir, epoch)
+    vocalisation = load_training_data(run.config.data).val_vocalisations[voc_idx]
+    return vocalisation, generate(run.model(seed), vocalisation, run.setup.rollout, rescale=rescale)
+
+
+def test_specgram_command_draws_the_selected_seed_by_default(tiny_run, capsys, monkeypatch):
     out, manifest = tiny_run
+    calls = drawn(monkeypatch, "specgram_figure")
     path = plot.specgram(out, voc_idx=1)
-    assert path == out / f"specgram_epoch{N_EPOCHS}_seed{manifest['selected_seed']}_voc1.png"
+    seed = manifest["selected_seed"]
+    assert path == out / f"specgram_epoch{N_EPOCHS}_seed{seed}_voc1.png"
     png_shape(path, figures.SPECGRAM_SIZE, figures.DPI)
     assert "output finite fraction 1.000" in capsys.readouterr().out
+    ((target, output, sample_rate), kwargs), = calls
+    vocalisation, expected = autonomous_output(out, seed, N_EPOCHS, 1)
+    np.testing.assert_array_equal(output, expected)
+    np.testing.assert_array_equal(target, correct(vocalisation))
+    assert sample_rate == 32000 and f"epoch {N_EPOCHS}, seed {seed}, validation vocalisation 1" in kwargs["title"]
 
 
-def test_specgram_command_any_seed_checkpoint_and_the_rescaled_generation(tiny_run, tmp_path):
+@pytest.mark.parametrize("seed,epoch", [(1, 1), (0, 1)])
+def test_specgram_command_any_seed_checkpoint_and_the_rescaled_generation(tiny_run, tmp_path, monkeypatch, seed, epoch):
     out, _ = tiny_run
-    path = plot.specgram(out, seed=1, epoch=1, rescale=True, out=tmp_path / "rescaled.png", dpi=50)
+    calls = drawn(monkeypatch, "specgram_figure")
+    path = plot.specgram(out, seed=seed, epoch=epoch, rescale=True, out=tmp_path / "rescaled.png", dpi=50)
     png_shape(path, figures.SPECGRAM_SIZE, 50)
-    assert plot.specgram(out, seed=0, epoch=1, rescale=True, dpi=20).name == "specgram_epoch1_seed0_voc0_rescaled.png"
+    ((_, output, _), kwargs), = calls
+    _, expected = autonomous_output(out, seed, epoch, 0, rescale=True)
+    np.testing.assert_array_equal(output, expected)
+    _, other_epoch = autonomous_output(out, seed, N_EPOCHS, 0, rescale=True)
+    assert not np.allclose(output, other_epoch)  # the checkpoints differ, so the epoch matters
+    assert f"epoch {epoch}, seed {seed}," in kwargs["title"] and "(rescaled deployed generation)" in kwargs["title"]
+    assert plot.specgram(out, seed=seed, epoch=epoch, rescale=True, dpi=20).name == \
+        f"specgram_epoch{epoch}_seed{seed}_voc0_rescaled.png"
 
 
 def test_losses_are_per_epoch_with_the_run_s_batches_per_epoch(tiny_run, tmp_path):
@@ -127,11 +165,20 @@ def test_losses_are_per_epoch_with_the_run_s_batches_per_epoch(tiny_run, tmp_pat
     png_shape(path, figures.LOSS_PANELS_SIZE, 40)
 
 
-def test_drives_command(tiny_run, tmp_path):
+def test_drives_command(tiny_run, tmp_path, monkeypatch):
     out, manifest = tiny_run
+    calls = drawn(monkeypatch, "drives_figure")
     path = plot.drives(out, voc_idx=0, out=tmp_path / "drives.png", dpi=50)
     png_shape(path, figures.DRIVES_SIZE, 50)
-    assert plot.drives(out, voc_idx=1, seed=0, dpi=20).name == f"drives_epoch{N_EPOCHS}_seed0_voc1.png"
+    assert plot.drives(out, voc_idx=1, seed=0, epoch=1, dpi=20).name == "drives_epoch1_seed0_voc1.png"
+    for ((_, drives, _), kwargs), (seed, epoch, voc_idx) in zip(calls, [(manifest["selected_seed"], N_EPOCHS, 0),
+                                                                        (0, 1, 1)]):
+        run = load_run(out, epoch)
+        vocalisation = load_training_data(run.config.data).val_vocalisations[voc_idx][None]
+        expected = run.model(seed)(vocalisation, first_derivative(vocalisation).astype(np.float32))
+        np.testing.assert_allclose(drives.omega, expected.omega[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(drives.W, expected.W[0], rtol=1e-5, atol=1e-7)
+        assert f"epoch {epoch}, seed {seed}, validation vocalisation {voc_idx}" in kwargs["title"]
 
 
 def events(seed_dir: pathlib.Path):

@@ -9,13 +9,20 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
-from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, n_batches, seed_keys, select_seeds
+from ouroboros_jax.training.seeds import (
+    SeedData,
+    SeedProgram,
+    epoch_batches,
+    init_seeds,
+    n_batches,
+    seed_keys,
+    select_seeds,
+)
 from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 
 TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2)
@@ -64,8 +71,22 @@ def test_seed_keys_do_not_depend_on_how_many_seeds_run():
     assert not np.array_equal(jax.random.key_data(seed_keys(7, [0])[0]), jax.random.key_data(seed_keys(8, [0])[0]))
 
 
-def test_every_segment_is_used_each_epoch():
-    assert n_batches(12, 4) == 3 and n_batches(13, 4) == 4 and n_batches(3, 8) == 1
+def test_every_segment_is_used_once_per_epoch_in_an_order_of_each_seed_and_epoch():
+    prog = program()
+    states, progress = init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0, 1]))
+    data = synthetic_data(n=13)  # batches of 4: 4 per epoch, the last wrapping around by 3 segments
+    assert n_batches(13, 4) == 4 and n_batches(12, 4) == 3 and n_batches(3, 8) == 1
+    orders = []
+    for _ in range(2):
+        for k in range(2):  # the batches the program draws from each seed's key this epoch
+            _, batches = epoch_batches(states.key[k], 13, 4)
+            flat = np.asarray(batches).ravel()
+            assert batches.shape == (4, 4)
+            np.testing.assert_array_equal(np.sort(flat[:13]), np.arange(13))  # every segment once
+            np.testing.assert_array_equal(flat[13:], flat[:3])  # the last batch is filled from the start
+            orders.append(tuple(flat[:13]))
+        states, progress, _, _ = prog.run_epoch(states, progress, data, LossWeights(), 1e-3, STEP)
+    assert len(set(orders)) == 4  # each seed draws its own order, and a new one every epoch
 
 
 def test_vmapped_seeds_equal_each_seed_alone():

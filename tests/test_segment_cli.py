@@ -61,3 +61,12 @@ def test_a_bad_recording_leaves_no_partial_output(tmp_path):
     (tmp_path / "b.wav").write_bytes(b"not audio at all" * 10)
     assert_one_line_error(segment(f"--audio_dir={tmp_path}"), "b.wav: cannot read audio")
     assert not list(tmp_path.glob("*.txt"))
+
+
+def test_an_out_dir_that_is_a_file_and_a_bad_flag_are_one_line_errors(tmp_path):
+    tone_file(tmp_path / "a.wav", [(0.2, 0.3)], seed=0)
+    (tmp_path / "taken").write_text("not a folder\n")
+    assert_one_line_error(segment(f"--audio_dir={tmp_path}", f"--out_dir={tmp_path / 'taken'}"),
+                          f"--out_dir={tmp_path / 'taken'}: is a file, not a folder")
+    assert (tmp_path / "taken").read_text() == "not a folder\n"
+    assert_one_line_error(segment(f"--audio_dir={tmp_path}", "--onset_db=loud"), "flag --onset_db=loud")

@@ -19,7 +19,6 @@ from ouroboros_jax.data.syllable_types import (
     cluster_syllables,
     mel_filterbank,
     parse_cluster,
-    syllable_features,
     syllable_shape,
 )
 from ouroboros_jax.errors import InputError

@@ -110,6 +110,14 @@ def test_bad_requests_are_input_errors_and_write_nothing(tiny_run, tmp_path, kwa
     assert not out.exists()
 
 
+def test_an_out_that_is_a_folder_is_an_error(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("ouroboros_jax.synthesis.load_run", lambda *a: pytest.fail("loaded the run"))
+    with pytest.raises(InputError, match=rf"^--out={tmp_path}: is a folder; name the WAV file to write, e\.g\. "
+                                         rf"--out={tmp_path}/syllable\.wav$"):
+        synthesize(tiny_run[0], EXAMPLE / f"{STEM}.wav", tmp_path, onset=0.1, offset=0.2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_recording_at_another_rate_or_missing_is_an_error(tiny_run, tmp_path):
     with pytest.raises(InputError, match="recorded at 16000 Hz, but the run was trained at 32000 Hz"):
         synthesize(tiny_run[0], wav_at(tmp_path / "a.wav", 16000), tmp_path / "out.wav", onset=0.1, offset=0.2)

@@ -14,6 +14,7 @@ import soundfile as sf
 from ouroboros_jax.errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+_STREAMED = 0xFFFFFFFF  # a WAV data size meaning "until the end of the file"
 
 
 def list_audio_files(directory: str | pathlib.Path, flag: str) -> list[pathlib.Path]:
@@ -79,14 +80,22 @@ def read_audio(path: str | pathlib.Path, channel: int | None = None) -> tuple[np
       (x, sample_rate): x: (T,) float64 in [-1, 1] for PCM files.
 
     Raises:
-      InputError: unreadable or truncated file, NaN/inf samples, several channels and no
-        `channel`, or a `channel` a multi-channel file does not have.
+      InputError: unreadable or truncated file, a WAV whose header was never finalised, NaN/inf
+        samples, several channels and no `channel`, or a `channel` a multi-channel file does not
+        have.
     """
     path = pathlib.Path(path)
     try:
         info = sf.info(str(path))
         declared = _declared_wav_data_bytes(path)
-        if declared is not None and declared[0] > declared[1]:
+        if declared is not None and declared[0] == 0 and declared[1] > 0:
+            raise InputError(
+                f"{path}: unfinalised WAV header (it declares no audio, but {declared[1]} bytes follow it): the "
+                "recorder did not close the file; repair the header (e.g. sox --ignore-length in.wav out.wav) or "
+                "export the recording again"
+            )
+        # 0xFFFFFFFF is a streamed WAV's "unknown length", which libsndfile reads to the end of the file.
+        if declared is not None and declared[0] != _STREAMED and declared[0] > declared[1]:
             raise InputError(
                 f"{path}: truncated WAV (header declares {declared[0]} bytes of audio, file has "
                 f"{declared[1]}); copy or export the recording again"

@@ -12,6 +12,7 @@ from absl import logging
 
 from ouroboros_jax.data.annotation_formats import OURS, AnnotationSource, check_format
 from ouroboros_jax.data.audio import list_audio_files
+from ouroboros_jax.data.checks import SILENCE, check_recordings, check_vocalisations
 from ouroboros_jax.data.example_data import resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
@@ -136,15 +137,18 @@ def load_training_data(config: DataConfig) -> TrainingData:
     """Reads a data directory and builds the training set and the held-out vocalisations.
 
     With `config.syllables`, only syllables with those labels give windows and vocalisations.
-    Problems the reference skips silently are logged once each, with a count: recordings without
-    (chosen) syllables, and training recordings shorter than one window.
+    Problems the reference skips silently are logged once each, with a count: empty annotation
+    files, recordings without chosen syllables, training recordings shorter than one window, and
+    those of `checks.check_recordings` and `checks.check_vocalisations`.
 
     Raises:
       InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
-        rates, a chosen label that labels no syllable, too few files for the split, or no
-        training window at all.
+        rates, a chosen label that labels no syllable, too few files for the split, no training
+        window at all, only silent training windows, or a cold-start vocalisation too short to
+        be scored.
     """
-    files = list_audio_files(resolve_data_dir(config.data_dir), "--data_dir")
+    directory = resolve_data_dir(config.data_dir)
+    files = list_audio_files(directory, "--data_dir")
     split = file_level_split(files, config.val_frac, config.test_frac, config.seed)
     recordings = load_recordings(files, config.channel, config.annotations)
     check_syllables_occur(config.syllables, label_counts(r.labels for r in recordings), f"--data_dir={config.data_dir}")
@@ -165,6 +169,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     if unchosen:  # expected when training one type, so not a warning
         logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
                      "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
+    check_recordings(directory, list(by_path.values()))
     length = WindowSizes.at(config.sampler, sample_rate).length
     if length < _STENCIL_WIDTH:
         raise InputError(
@@ -189,6 +194,11 @@ def load_training_data(config: DataConfig) -> TrainingData:
             f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "
             f"{length} samples around any syllable; check the annotations or lower --context_len"
         )
+    if np.abs(segments.x).max() < SILENCE:
+        raise InputError(f"--data_dir={config.data_dir}: every training window is silent (no sample reaches one "
+                         "16-bit step); check that the recordings hold the song, and their annotations")
+    check_vocalisations(val, config.n_val_vocs, config.silence_pad_samples, "validation", "--n_val_vocs")
+    check_vocalisations(test, config.n_test_vocs, config.silence_pad_samples, "test", "--n_test_vocs")
     dxdt, d2x = segment_derivatives(segments.x)
     return TrainingData(
         x=segments.x,

@@ -5,6 +5,7 @@ of the audio before its onset as lead-in, so that an autonomous rollout starts f
 near-silence, as it must when the model sings on its own.
 """
 
+import pathlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,15 +31,30 @@ def cold_start_window(
     return audio[max(0, onset - silence_pad_samples) : offset]
 
 
+def cold_start_windows(
+    recordings: Sequence[Recording], n_vocs: int, silence_pad_samples: int
+) -> list[tuple[pathlib.Path, np.ndarray]]:
+    """The cold-start windows of the first syllable of each of the first `n_vocs` recordings.
+
+    Recordings without syllables are passed over (the reference would fail on them), so up to
+    `n_vocs` windows come from the first recordings that have syllables.
+
+    Returns:
+      (recording path, window (n_i,)) pairs in recording order, each window as `cold_start_window`.
+    """
+    with_syllables = [r for r in recordings if len(r.syllables)][:n_vocs]
+    return [(r.path, cold_start_window(r.audio, r.sample_rate, *r.syllables[0], silence_pad_samples))
+            for r in with_syllables]
+
+
 def cold_start_vocalisations(
     recordings: Sequence[Recording], n_vocs: int, silence_pad_samples: int
 ) -> np.ndarray:
     """The first syllable of each of the first `n_vocs` recordings, with a silent lead-in.
 
     Each window is [max(0, on - silence_pad_samples), off) in samples, on/off the first (earliest)
-    syllable's rounded onset and offset; all windows are then cut to the shortest, so they stack.
-    Recordings without syllables are passed over (the reference would fail on them), so up to
-    `n_vocs` windows come from the first recordings that have syllables.
+    syllable's rounded onset and offset; all windows are then cut to the shortest, so they stack
+    (`cold_start_windows` says which recordings give them).
 
     Args:
       recordings: held-out recordings in split order.
@@ -48,13 +64,7 @@ def cold_start_vocalisations(
     Returns:
       (n, L) float32 with n <= n_vocs; (0, 0) if there is none.
     """
-    windows = []
-    for r in recordings:
-        if len(windows) == n_vocs:
-            break
-        if len(r.syllables) == 0:
-            continue
-        windows.append(cold_start_window(r.audio, r.sample_rate, *r.syllables[0], silence_pad_samples))
+    windows = [w for _, w in cold_start_windows(recordings, n_vocs, silence_pad_samples)]
     if not windows:
         return np.zeros((0, 0), dtype=np.float32)
     length = min(len(w) for w in windows)

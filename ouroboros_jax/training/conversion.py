@@ -24,8 +24,10 @@ from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
 from ouroboros_jax.training.checkpoints import Checkpoints
-from ouroboros_jax.training.outputs import write_json
-from ouroboros_jax.training.run import RUN_INFO, RunConfig, Setup, checkpoint_meta, run_info
+from ouroboros_jax.training.outputs import make_output_dir, write_json
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.records import checkpoint_meta, run_info
+from ouroboros_jax.training.run import RUN_INFO, Setup
 from ouroboros_jax.training.seeds import init_seeds, seed_keys
 
 _STRUCTURE = ("tau", "n_layers", "d_state", "d_conv", "expand_factor", "n_kernel")
@@ -149,10 +151,10 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     states, progress = init_seeds(setup.model, setup.optimizer, seed_keys(config.data.seed, seed_ids),
                                   nnx.state(ouroboros))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "--out_dir")
     checkpoints = Checkpoints(out_dir / "checkpoints", config.max_saved)
     try:
-        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}))
+        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}, {}))
     finally:
         checkpoints.close()
     # run.json last: without it the directory is not a run, so an interrupted conversion is never read as one.

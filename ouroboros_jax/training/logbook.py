@@ -2,20 +2,27 @@
 
 TensorBoard (`<out_dir>/seed<k>/`), at global step epoch * batches_per_epoch + batch:
 Loss/spec, Loss/tf, Loss/env (if --lam_env > 0), Loss/env_log (if --lam_env_log > 0),
-Loss/total, Loss/nan_skip (1.0 on skipped steps), Train/H, Train/lam_spec_t, Train/lam_env_t,
-Train/lam_env_log_t, Train/grad_norm, Health/rms_ratio (rollout RMS / target RMS: near 0 means
-the rollout collapsed to silence), Health/pinned_frac (fraction of rollout samples pinned at the
-soft-tanh bound); at the end of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen,
-Val/pitch_pen, Val/bounded_frac and Seed/active; at each checkpoint, for the first validation
-vocalisation, Media/target and Media/autonomous (audio, peak-normalised) and Media/specgram (the
-`figures.specgram_figure` image).
+Loss/total, Train/H, Train/lam_spec_t, Train/lam_env_t, Train/lam_env_log_t, Train/grad_norm,
+Health/rms_ratio (rollout RMS / target RMS: near 0 means the rollout collapsed to silence) and
+Health/pinned_frac (fraction of rollout samples pinned at the soft-tanh bound), not with
+--loss_mode=mse_accel, which has no rollout; for a skipped (non-finite) step only
+Loss/nan_skip = 1.0, so that one NaN does not blind a mean over the steps around it; at the end
+of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen, Val/pitch_pen, Val/bounded_frac and
+Seed/active; at each checkpoint, for the first validation vocalisation, Media/target and
+Media/autonomous (audio, peak-normalised) and Media/specgram (the `figures.specgram_figure` image).
 """
 
+import contextlib
 import pathlib
+import time
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
+from tensorboardX.utils import figure_to_image
 
+from ouroboros_jax.errors import WriteError
 from ouroboros_jax.evaluation import correct
 from ouroboros_jax.figures import specgram_figure
 
@@ -26,6 +33,7 @@ STEP_SCALARS = {
     "Health/pinned_frac": "pinned_frac", "Train/deer_iterations": "deer_iterations",
     "Train/deer_fallbacks": "deer_fallbacks",
 }
+HEALTH_SCALARS = ("Health/rms_ratio", "Health/pinned_frac")
 VAL_SCALARS = ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac")
 _BAR = 24
 
@@ -45,21 +53,73 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+class EventFile:
+    """One seed's TensorBoard event file, written in the caller's thread.
+
+    tensorboardX's `SummaryWriter` writes from a background thread through a bounded queue: when
+    a write fails (a full disk) that thread dies, the queue fills, and the next write, or the
+    flush at exit, blocks forever. Here a failed write raises `WriteError` where it happens.
+    The file is `<directory>/events.out.tfevents.<time>.<host>`, as SummaryWriter names it.
+    """
+
+    def __init__(self, directory: pathlib.Path):
+        self._directory = directory
+        self._write(lambda: directory.mkdir(parents=True, exist_ok=True))
+        self._events = self._write(lambda: EventsWriter(str(directory / "events")))
+
+    def _write(self, action):
+        try:
+            return action()
+        except OSError as e:
+            raise WriteError.at(self._directory, e.strerror or str(e)) from None
+
+    def _add(self, value: summary.Summary, step: int) -> None:
+        event = event_pb2.Event(summary=value, step=int(step), wall_time=time.time())
+        self._write(lambda: self._events.write_event(event))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._add(summary.scalar(tag, value), step)
+
+    def audio(self, tag: str, samples: np.ndarray, step: int, sample_rate: int) -> None:
+        """samples: (n,) in [-1, 1]."""
+        self._add(summary.audio(tag, samples, sample_rate=sample_rate), step)
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        """A matplotlib figure as a PNG image (the figure is closed)."""
+        self._add(summary.image(tag, figure_to_image(figure, close=True), dataformats="CHW"), step)
+
+    def flush(self) -> None:
+        self._write(self._events.flush)
+
+    def close(self) -> None:
+        self._write(self._events.close)
+
+
 class Logbook:
-    """TensorBoard writers per seed and the console summary."""
+    """TensorBoard event files per seed and the console summary; a context manager that closes them."""
 
     def __init__(self, out_dir: pathlib.Path, config, batches_per_epoch: int):
         self._out_dir, self._config, self._batches = out_dir, config, batches_per_epoch
-        self._writers: dict[int, SummaryWriter] = {}
-        deer = config.rollout_backend == "deer"
+        self._writers: dict[int, EventFile] = {}
+        deer, mse = config.rollout_backend == "deer", config.loss_mode == "mse_accel"
         skipped_terms = {"Loss/env": config.loss.lam_env <= 0, "Loss/env_log": config.loss.lam_env_log <= 0,
                          "Train/lam_env_log_t": config.loss.lam_env_log <= 0, "Train/deer_iterations": not deer,
-                         "Train/deer_fallbacks": not deer}
+                         "Train/deer_fallbacks": not deer, **dict.fromkeys(HEALTH_SCALARS, mse)}
         self._scalars = {tag: field for tag, field in STEP_SCALARS.items() if not skipped_terms.get(tag, False)}
 
-    def _writer(self, seed_id: int) -> SummaryWriter:
+    def __enter__(self) -> "Logbook":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # already failing: closing must not hide why (a full disk fails the final flush too)
+            with contextlib.suppress(WriteError):
+                self.close()
+
+    def _writer(self, seed_id: int) -> EventFile:
         if seed_id not in self._writers:
-            self._writers[seed_id] = SummaryWriter(str(self._out_dir / f"seed{seed_id}"))
+            self._writers[seed_id] = EventFile(self._out_dir / f"seed{seed_id}")
         return self._writers[seed_id]
 
     def epoch(self, epoch: int, seed_ids, metrics, ran: np.ndarray, scores, active: np.ndarray, seconds: list):
@@ -70,16 +130,17 @@ class Logbook:
             writer = self._writer(seed_id)
             for i in np.flatnonzero(ran[k]):
                 step = first_step + int(i)
+                if values["skipped"][k, i]:  # its losses are not finite: logging them would blind the monitor's means
+                    writer.scalar("Loss/nan_skip", 1.0, step)
+                    continue
                 for tag, field in self._scalars.items():
-                    writer.add_scalar(tag, float(values[field][k, i]), step)
-                if values["skipped"][k, i]:
-                    writer.add_scalar("Loss/nan_skip", 1.0, step)
+                    writer.scalar(tag, float(values[field][k, i]), step)
             end = self._last_step(epoch)
             score, breakdown = scores[k]
-            writer.add_scalar("Val/autonomy", score, end)
+            writer.scalar("Val/autonomy", score, end)
             for name in VAL_SCALARS:
-                writer.add_scalar(f"Val/{name}", breakdown[name], end)
-            writer.add_scalar("Seed/active", float(active[k]), end)
+                writer.scalar(f"Val/{name}", breakdown[name], end)
+            writer.scalar("Seed/active", float(active[k]), end)
             writer.flush()
         self._summary(epoch, seed_ids, values, ran, scores, active, seconds)
 
@@ -106,12 +167,12 @@ class Logbook:
                 continue
             output = correct(output)
             writer = self._writer(seed_id)
-            writer.add_audio("Media/target", _peak_normalised(target), step, sample_rate=int(sample_rate))
+            writer.audio("Media/target", _peak_normalised(target), step, int(sample_rate))
             if np.isfinite(output).all():  # a non-finite output has no sound; its figure shows that
-                writer.add_audio("Media/autonomous", _peak_normalised(output), step, sample_rate=int(sample_rate))
+                writer.audio("Media/autonomous", _peak_normalised(output), step, int(sample_rate))
             figure = specgram_figure(target, output, sample_rate,
                                      title=f"seed {seed_id}, epoch {epoch + 1}: first validation vocalisation")
-            writer.add_figure("Media/specgram", figure, step)
+            writer.figure("Media/specgram", figure, step)
             writer.flush()
 
     def _summary(self, epoch, seed_ids, values, ran, scores, active, seconds):
@@ -120,8 +181,10 @@ class Logbook:
         filled = round(_BAR * done / n_epochs)
         eta = np.median(seconds[-5:]) * (n_epochs - done)
 
+        finite = ran & (values["skipped"] == 0)
+
         def mean(field):
-            return float(np.nanmean(np.where(ran, values[field], np.nan))) if ran.any() else float("nan")
+            return float(np.mean(values[field][finite])) if finite.any() else float("nan")
 
         autonomy = np.array([s for s, _ in scores])
         best = int(np.nanargmax(np.where(active, autonomy, np.nan))) if np.any(active & np.isfinite(autonomy)) else 0

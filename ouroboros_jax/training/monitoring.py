@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.training.checkpoints import completed_epochs
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import write_json
 from ouroboros_jax.training.run import MANIFEST, RUN_INFO
@@ -232,10 +233,7 @@ def observe(run_dir, seed: int, now: float | None = None) -> Observations:
     scalars = {tag: _by_step(*pair) for tag, pair in read_scalars(seed_dir).items()} if has_events else {}
     empty = (np.zeros(0, int), np.zeros(0))
     spec_steps, spec = scalars.get("Loss/spec", empty)
-    checkpoint_dir = run_dir / "checkpoints"
-    # Orbax writes a checkpoint under a temporary name and renames it to the bare epoch when complete.
-    checkpoints = tuple(sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit())) \
-        if checkpoint_dir.is_dir() else ()
+    checkpoints = tuple(completed_epochs(run_dir / "checkpoints"))
     val = {}
     for epoch in checkpoints:
         end = epoch * bpe - 1  # the last step of the epoch, where the run logs Val/*

@@ -1,9 +1,11 @@
 """Output files: `seed_cv.csv`, `selected_model.json`, other CSV tables, WAVs and PNG figures.
 
 Each file is written to a temporary name and renamed, so a crash never leaves a partial file
-over a good one.
+over a good one; a write that fails (a full disk) raises `WriteError` and leaves no temporary
+file behind.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -15,17 +17,46 @@ import numpy as np
 import soundfile as sf
 from absl import logging
 
+from ouroboros_jax.errors import InputError, WriteError
+
 SEED_CV_COLUMNS = (
     "seed", "val_autonomy", "ckpt", "val_spec_corr", "val_amp_pen", "val_pitch_pen", "val_bounded_frac",
-    "val_cold_start", "val_rescale", "status", "stopped_epoch",
+    "val_cold_start", "val_rescale", "status", "stopped_epoch", "skipped_steps",
 )
 WAV_PEAK = 0.95  # peak level of the written WAV, as in the reference
 
 
+def make_output_dir(path: pathlib.Path, flag: str) -> None:
+    """Makes an output directory (and its parents).
+
+    Args:
+      path: the directory.
+      flag: the flag that named it, for the messages (e.g. "--out_dir").
+
+    Raises:
+      InputError: it is a file, lies under a file, or cannot be made there.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{flag}={path}: is a file, not a directory; choose another {flag}") from None
+    except NotADirectoryError:
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise InputError(f"{flag}={path}: {blocking} is a file, so no directory can be made under it; choose "
+                         f"another {flag}") from None
+    except OSError as e:
+        raise InputError(f"{flag}={path}: cannot be made ({e.strerror}); choose a writable {flag}") from None
+
+
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise WriteError.at(path, e.strerror or str(e)) from None
 
 
 def strict_json(value):

@@ -74,16 +74,26 @@ def n_batches(n_segments: int, batch_size: int) -> int:
     return -(-n_segments // batch_size)
 
 
+def epoch_batches(key: jax.Array, n_segments: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """One seed's batches for one epoch: every segment once, in an order drawn from the seed's key.
+
+    The last batch wraps around to the start of the order, so batches are full.
+
+    Returns:
+      (the key after the draw, batches (n_batches, batch_size) of segment indices).
+    """
+    steps = n_batches(n_segments, batch_size)
+    key, k_order = jax.random.split(key)
+    order = jax.random.permutation(k_order, n_segments)
+    return key, order[jnp.arange(steps * batch_size) % n_segments].reshape(steps, batch_size)
+
+
 def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: LossWeights, tf_var, horizon, *,
                 graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
     """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran).
 
     `horizon`: None or traced, as in `train_step`."""
-    n = data.x.shape[0]
-    steps = n_batches(n, batch_size)
-    key, k_order = jax.random.split(state.key)
-    order = jax.random.permutation(k_order, n)
-    batches = order[jnp.arange(steps * batch_size) % n].reshape(steps, batch_size)
+    key, batches = epoch_batches(state.key, data.x.shape[0], batch_size)
     state = state._replace(key=key)
 
     def body(carry, idx):

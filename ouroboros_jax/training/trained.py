@@ -14,7 +14,8 @@ from flax import nnx
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import Ouroboros
 from ouroboros_jax.training.checkpoints import Checkpoints
-from ouroboros_jax.training.run import MANIFEST, RUN_INFO, RunConfig, Setup
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.run import MANIFEST, RUN_INFO, Setup
 from ouroboros_jax.training.step import TrainState
 
 

@@ -1,0 +1,67 @@
+"""What a run checks and tells about its data before it trains.
+
+`check_run_fits_data` makes every check of the settings against the data that can be made before
+training (the data's own checks are `data.checks`; docs/data.md, "Bad input", lists both):
+errors for validation files without a syllable, a rollout horizon longer than the training
+segments and a --batch_size above their number; warnings for --spec_configs entries that no
+horizon of the run reaches and for horizons that no entry fits (those epochs use a fallback
+STFT, SPEC c.4). `describe_data` gives the console lines the reference prints: the split sizes
+and the ONSET, OFFSET and MID counts.
+"""
+
+import numpy as np
+from absl import logging
+
+from ouroboros_jax.curriculum import distinct_horizons
+from ouroboros_jax.data import Category, TrainingData
+from ouroboros_jax.errors import InputError
+from ouroboros_jax.losses import stft_configs_for_horizon
+
+
+def check_run_fits_data(config, data: TrainingData) -> None:
+    """Checks a run's settings (`RunConfig`) against its data.
+
+    Raises:
+      InputError: no validation vocalisation to score the seeds on, --h_max above the segment
+        length, or --batch_size above the number of segments.
+    """
+    if len(data.val_vocalisations) == 0:
+        raise InputError(f"--data_dir={config.data.data_dir}: the validation files hold no annotated syllable, so "
+                         "seeds cannot be scored; add annotations or raise --val_frac")
+    n_segments, length = data.x.shape
+    if config.h_max > length:
+        raise InputError(f"--h_max={config.h_max}: the rollout horizon cannot exceed the segment length {length} "
+                         f"samples (--context_len={config.data.context_len} s at {data.sample_rate} Hz)")
+    if config.batch_size > n_segments:
+        raise InputError(f"--batch_size={config.batch_size}: above the {n_segments} training segments; lower it to "
+                         f"{n_segments} or less, or draw more segments with --max_segs")
+    horizons = distinct_horizons(config.n_epochs, config.h_min, config.h_max, config.h_schedule)
+    unused = [f"{n_fft},{hop}" for n_fft, hop in config.spec_configs if n_fft > max(horizons)]
+    if unused:
+        logging.warning("--spec_configs: %s never used: its n_fft is above the longest rollout horizon of the run, "
+                        "%d samples", " and ".join(unused), max(horizons))
+    uncovered = [h for h in horizons if not any(n_fft <= h for n_fft, _ in config.spec_configs)]
+    if uncovered:
+        fallbacks = "; ".join(f"{n_fft},{hop} at H={h}" for h in uncovered
+                              for n_fft, hop in stft_configs_for_horizon(config.spec_configs, h))
+        logging.warning("--spec_configs: no entry has an n_fft within the rollout horizons %s, so those epochs use "
+                        "%s instead (SPEC c.4); add a shorter entry to choose their STFT",
+                        ", ".join(map(str, uncovered)), fallbacks)
+
+
+def describe_data(data: TrainingData) -> list[str]:
+    """The console lines about the data: files per split, training segments per category, vocalisations."""
+    files = data.files
+    n_files = len(files.train) + len(files.val) + len(files.test)
+    counts = np.bincount(data.categories, minlength=len(Category))
+    per_category = ", ".join(f"{c.name} {counts[c]}" for c in Category)
+    offered = ", ".join(str(n) for n in data.pool_sizes)
+    vocs = data.val_vocalisations.shape, data.test_vocalisations.shape
+    return [
+        f"data: {n_files} recordings at {data.sample_rate} Hz: {len(files.train)} training, {len(files.val)} "
+        f"validation and {len(files.test)} test files",
+        f"training segments: {len(data.x)} of {data.x.shape[1]} samples: {per_category} (the training files offer "
+        f"{offered} distinct windows)",
+        f"cold-start vocalisations: {vocs[0][0]} validation of {vocs[0][1]} samples, {vocs[1][0]} test of "
+        f"{vocs[1][1]} samples",
+    ]

@@ -1,0 +1,117 @@
+"""Checks of a data set before training (issue 14 item 4; docs/data.md "Bad input"): what stops a
+run names the file and what to do, what trains but misleads is one warning naming the file."""
+
+import logging
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ouroboros_jax.data import DataConfig, file_level_split, list_audio_files, load_training_data, read_audio
+from ouroboros_jax.errors import InputError
+from tests.test_data_dataset import SR, SYLLABLES, tagged_samples, write_recording
+
+ROWS = "".join(f"{on} {off}\n" for on, off in SYLLABLES)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    for tag in range(10):
+        write_recording(tmp_path, f"rec{tag}", tagged_samples(tag), annotation=ROWS)
+    return tmp_path
+
+
+def load(directory, **settings):
+    return load_training_data(DataConfig(str(directory), **{"max_segs": 20, **settings}))
+
+
+def split(directory, val_frac=0.1, test_frac=0.1):
+    return file_level_split(list_audio_files(directory, "--data_dir"), val_frac, test_frac, 1234)
+
+
+def warnings_about(caplog, text):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
+
+
+def test_a_validation_vocalisation_too_short_to_score_is_an_error_naming_its_file(data_dir):
+    (val,) = split(data_dir).val
+    (data_dir / f"{val.stem}.txt").write_text("0.3 0.31\n0.5 0.65\n")  # 80 samples
+    with pytest.raises(InputError, match=rf"^{val}: its validation vocalisation .* is 130 samples, and scoring "
+                                         r"needs more than 200; .*--n_val_vocs"):
+        load(data_dir, silence_pad_samples=50)
+    load(data_dir, silence_pad_samples=200)  # 280 samples: scored
+
+
+def test_one_short_validation_file_cutting_the_others_is_a_warning_naming_it(data_dir, caplog):
+    short, other = split(data_dir, val_frac=0.2).val
+    (data_dir / f"{short.stem}.txt").write_text("0.3 0.33\n")  # a 240-sample syllable
+    with caplog.at_level(logging.WARNING):
+        data = load(data_dir, val_frac=0.2, silence_pad_samples=100)
+    assert data.val_vocalisations.shape == (2, 340)  # the other, 900 samples, is cut to 340
+    (warning,) = warnings_about(caplog, "validation vocalisations are cut to the shortest")
+    assert f"340 samples from {short}" in warning and "up to 900 long" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load(data_dir, val_frac=0.2, silence_pad_samples=2000)  # 2640 of 3200 samples kept: no warning
+    assert not warnings_about(caplog, "are cut to the shortest")
+
+
+def test_silent_loud_and_clipped_recordings_are_warnings_naming_the_files(data_dir, caplog):
+    write_recording(data_dir, "rec1", np.zeros(SR), annotation=ROWS)  # silent
+    sf.write(data_dir / "rec2.wav", 3.0 * np.sin(np.arange(SR) / 3), SR, subtype="FLOAT")  # far above full scale
+    clipped = np.clip(tagged_samples(0) * 40, -32768, 32767)  # most samples at 32767
+    write_recording(data_dir, "rec3", clipped, annotation=ROWS)
+    with caplog.at_level(logging.WARNING):
+        load(data_dir)
+    (silent,) = warnings_about(caplog, "recordings are silent")
+    assert silent.startswith("1 of 10 recordings are silent") and str(data_dir / "rec1.wav") in silent
+    (loud,) = warnings_about(caplog, "recordings are above full scale")
+    assert str(data_dir / "rec2.wav") in loud and "peak 3" in loud
+    (clip,) = warnings_about(caplog, "recordings are clipped")
+    assert clip.startswith("1 of 10 recordings are clipped") and str(data_dir / "rec3.wav") in clip
+
+
+def test_only_silent_training_windows_is_an_error(tmp_path):
+    for tag in range(5):
+        write_recording(tmp_path, f"rec{tag}", np.zeros(SR), annotation=ROWS)
+    with pytest.raises(InputError, match=r"^--data_dir=\S+: every training window is silent"):
+        load(tmp_path)
+
+
+def test_orphan_annotations_duplicates_and_overlaps_are_warnings_naming_the_files(data_dir, caplog):
+    (data_dir / "lost.txt").write_text("0.1 0.2\n")
+    (data_dir / "rec4.txt").write_text("0.3 0.4\n0.3 0.4\n0.5 0.6\n")
+    (data_dir / "rec5.txt").write_text("0.3 0.45\n0.4 0.6\n")
+    with caplog.at_level(logging.WARNING):
+        load(data_dir)
+    (orphan,) = warnings_about(caplog, "no recording beside them")
+    assert str(data_dir / "lost.txt") in orphan
+    (duplicated,) = warnings_about(caplog, "duplicated rows")
+    assert duplicated.startswith("1 of 10 annotation files")
+    assert f"{data_dir / 'rec4.txt'}: 0.3-0.4 s twice" in duplicated
+    (overlapping,) = warnings_about(caplog, "overlapping syllables")
+    assert f"{data_dir / 'rec5.txt'}: 0.3-0.45 s and 0.4-0.6 s" in overlapping
+
+
+def test_clean_data_gives_no_warning(data_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        load(data_dir)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def set_wav_data_size(path, size):
+    data = bytearray(path.read_bytes())
+    at = data.find(b"data")
+    data[at + 4 : at + 8] = struct.pack("<I", size)
+    path.write_bytes(bytes(data))
+
+
+def test_an_unfinalised_wav_header_is_an_audio_error_and_a_streamed_one_reads(data_dir):
+    set_wav_data_size(data_dir / "rec3.wav", 0)  # what a recorder that crashed leaves: no length written
+    with pytest.raises(InputError, match=r"rec3\.wav: unfinalised WAV header \(it declares no audio, but 16000 "
+                                         r"bytes follow it\).*sox --ignore-length"):
+        load(data_dir)
+    set_wav_data_size(data_dir / "rec3.wav", 0xFFFFFFFF)  # a streamed WAV: "to the end of the file"
+    x, _ = read_audio(data_dir / "rec3.wav")
+    np.testing.assert_array_equal(x, tagged_samples(3) / 32768)
