@@ -17,6 +17,7 @@ from ouroboros_jax.errors import InputError, Interrupted, parse_flags, report_in
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.compilation import default_cache_dir, use_compilation_cache
 from ouroboros_jax.training.config import LR_SCHEDULES, RunConfig
 from ouroboros_jax.training.run import resume_advice, train_and_evaluate
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
@@ -94,6 +95,9 @@ flags.DEFINE_integer("save_freq", 5, "Checkpoint every this many epochs (and at 
 flags.DEFINE_integer("max_saved", 60, "Checkpoints kept.")
 flags.DEFINE_integer("seed", 1234, "Seed of the file split, the sampler and the model seeds.")
 flags.DEFINE_integer("max_consecutive_skips", 50, "A seed that skips this many steps in a row is stopped.")
+flags.DEFINE_string("compilation_cache_dir", default_cache_dir(),
+                    "Folder of JAX's persistent compilation cache, so a repeated or resumed run compiles nothing "
+                    "it compiled before; empty: no cache.")
 # multi-host
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run on several hosts.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts) with --coordinator_address.")
@@ -161,6 +165,7 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     config = config_from_flags()
+    use_compilation_cache(FLAGS.compilation_cache_dir)
     try:
         train_and_evaluate(config)
     except KeyboardInterrupt:

@@ -201,14 +201,25 @@ DEMO_OVERRIDES = {"n_epochs": 2, "max_segs": 16, "context_len": 0.01, "silence_p
 
 
 def test_demo_flagfile_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={out}",
-                     *(f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()))
+    out, cache = tmp_path / "demo", f"--compilation_cache_dir={tmp_path / 'xla'}"
+    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()]
+    result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={out}", cache, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIPELINE DONE" in result.stdout and "epoch 2/2" in result.stdout
-    # Culling after epoch 1 of 2 and the pow2 curriculum 64 -> 128: one compilation each, with its reason.
-    assert "compiling the epoch program: H=64, seeds=2 (first epoch)" in result.stdout
-    assert "compiling the epoch program: H=128, seeds=1 (new horizon)" in result.stdout
+    # pow2 64 -> 128 keeps the same STFT configs (32, 64): one program for both horizons, then
+    # one more for the seed count culling after epoch 1 leaves; each announced with its reason.
+    programs = ["compiling the epoch program: H=64-128, seeds=2 (first epoch)",
+                "compiling the epoch program: H=64-128, seeds=1 (culling changed the number of seeds)"]
+    assert all(line in result.stdout for line in programs)
+    assert result.stdout.count("(compiled; cached for later runs)") == 2
+
+    # The same command again, in a fresh process: nothing is compiled, and every result is the same.
+    again = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={tmp_path / 'again'}", cache, *overrides)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("(from the compilation cache)") == 2 and "(compiled;" not in again.stdout
+    wav = "selected_autonomous_recon.wav"
+    assert (tmp_path / "again" / wav).read_bytes() == (out / wav).read_bytes()
+    assert (tmp_path / "again" / "seed_cv.csv").read_text() == (out / "seed_cv.csv").read_text()
 
     manifest = json.loads((out / "selected_model.json").read_text(),
                           parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
@@ -331,6 +342,8 @@ def test_the_reference_s_rollout_backends_run_as_the_scan(tmp_path):
 
 
 def test_docs_cli_gives_every_training_flag_with_its_default():
+    from ouroboros_jax.training.compilation import default_cache_dir
+
     script = ("import json; from absl import flags; import ouroboros_jax.train; "
               "print(json.dumps({f.name: f.default for f in flags.FLAGS.get_flags_for_module('ouroboros_jax.train')}))")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -341,7 +354,8 @@ def test_docs_cli_gives_every_training_flag_with_its_default():
     documented = {}
     for name, default in re.findall(r"^\| `--(\w+)`[^|]*\| ([^|]*) \|", section, re.M):
         text = default.strip().strip("`")
-        words = {"required": None, "none": None, "on": True, "off": False}
+        words = {"required": None, "none": None, "on": True, "off": False, "all": "", "beside the recordings": None,
+                 "the user's cache folder": default_cache_dir()}
         documented[name] = words[text] if text in words else text
     multi_host = {"coordinator_address", "num_processes", "process_id"}  # described in the prose
     assert set(documented) == set(defaults) - multi_host
@@ -412,3 +426,20 @@ def test_the_legacy_mse_objective_end_to_end(tmp_path):
         assert np.isfinite(total).all() and np.all(total > 0) and np.all(spec == 0)
         np.testing.assert_array_equal(scalars["Train/lam_spec_t"][1], 0.0)
         assert not any(tag.startswith("Health/") for tag in scalars)  # no rollout, so no rollout health
+
+
+def test_a_geom_curriculum_with_culling_compiles_one_program_per_stft_group_and_seed_count(tmp_path):
+    """blk445 scaled down: geom 64 -> 256 over 10 epochs (64, 75, ..., 119, 138, ..., 256) with n_fft 32, 64,
+    128, culling 2 seeds to 1 after epoch 4. The 10 horizons fall into two groups (below 128 and
+    from 128 on, where n_fft 128 joins), so 3 programs: (119, 2 seeds), (119, 1), (256, 1), as
+    blk445 compiles (1010, 4), (1010, 2), (2048, 2) where it used to compile 30."""
+    config = tiny_config(tmp_path, n_epochs=10, h_min=64, h_max=256, h_schedule="geom",
+                         spec_configs=((32, 8), (64, 16), (128, 32)), cull_frac=0.4, cull_keep=1, save_freq=5)
+    manifest = train_and_evaluate(config)
+    run_info = json.loads((tmp_path / "run.json").read_text())
+    for record in (manifest, run_info):
+        assert record["n_epoch_programs"] == 3
+        assert [(p["horizon"], p["seeds"], p["serves"]) for p in record["epoch_programs"]] == [
+            (119, 2, [64, 119]), (119, 1, [64, 119]), (256, 1, [138, 256])]
+        assert record["compile_seconds"] == pytest.approx(sum(p["seconds"] for p in record["epoch_programs"]))
+

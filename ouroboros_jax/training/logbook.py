@@ -122,8 +122,12 @@ class Logbook:
             self._writers[seed_id] = EventFile(self._out_dir / f"seed{seed_id}")
         return self._writers[seed_id]
 
-    def epoch(self, epoch: int, seed_ids, metrics, ran: np.ndarray, scores, active: np.ndarray, seconds: list):
-        """Logs one epoch. metrics: StepMetrics of (S, n_batches); ran: (S, n_batches); scores: per seed."""
+    def epoch(self, epoch: int, seed_ids, metrics, ran: np.ndarray, scores, active: np.ndarray, seconds: list,
+              compile_seconds_ahead: float = 0.0):
+        """Logs one epoch. metrics: StepMetrics of (S, n_batches); ran: (S, n_batches); scores: per seed.
+
+        `seconds`: the epochs' training times so far (compilation excluded); the ETA adds
+        `compile_seconds_ahead` for the programs still to compile."""
         values = {k: np.asarray(v) for k, v in metrics._asdict().items()}
         first_step = epoch * self._batches
         for k, seed_id in enumerate(seed_ids):
@@ -142,7 +146,7 @@ class Logbook:
                 writer.scalar(f"Val/{name}", breakdown[name], end)
             writer.scalar("Seed/active", float(active[k]), end)
             writer.flush()
-        self._summary(epoch, seed_ids, values, ran, scores, active, seconds)
+        self._summary(epoch, seed_ids, values, ran, scores, active, seconds, compile_seconds_ahead)
 
     def _last_step(self, epoch: int) -> int:
         """The global step of an epoch's last batch, where per-epoch values are logged."""
@@ -175,11 +179,11 @@ class Logbook:
             writer.figure("Media/specgram", figure, step)
             writer.flush()
 
-    def _summary(self, epoch, seed_ids, values, ran, scores, active, seconds):
+    def _summary(self, epoch, seed_ids, values, ran, scores, active, seconds, compile_seconds_ahead):
         n_epochs = self._config.n_epochs
         done = epoch + 1
         filled = round(_BAR * done / n_epochs)
-        eta = np.median(seconds[-5:]) * (n_epochs - done)
+        eta = np.median(seconds[-5:]) * (n_epochs - done) + compile_seconds_ahead
 
         finite = ran & (values["skipped"] == 0)
 

@@ -19,7 +19,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ouroboros_jax.curriculum import horizon_for_epoch, warmup_weights
+from ouroboros_jax.curriculum import warmup_weights
 from ouroboros_jax.data import Category, TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.dynamics import RolloutConfig
@@ -34,6 +34,7 @@ from ouroboros_jax.training.lock import RunLock
 from ouroboros_jax.training.logbook import Logbook, console
 from ouroboros_jax.training.outputs import make_output_dir, write_json, write_png, write_seed_cv, write_wav
 from ouroboros_jax.training.preflight import check_run_fits_data, describe_data
+from ouroboros_jax.training.programs import EpochPrograms
 from ouroboros_jax.training.records import (
     check_resumable,
     checkpoint_meta,
@@ -43,7 +44,7 @@ from ouroboros_jax.training.records import (
     seed_row,
 )
 from ouroboros_jax.training.seeds import SeedData, SeedProgram, SeedProgress, init_seeds, n_batches, seed_keys, select_seeds
-from ouroboros_jax.training.step import StepConfig, TrainState, make_optimizer, model_graphdef
+from ouroboros_jax.training.step import TrainState, make_optimizer, model_graphdef
 
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
 SPECGRAM = "selected_specgram.png"
@@ -63,6 +64,7 @@ class Setup:
     optimizer: optax.GradientTransformation
     rollout: RolloutConfig
     program: SeedProgram
+    programs: EpochPrograms
 
     @classmethod
     def build(cls, config: RunConfig, sample_rate: float, steps_per_epoch: int) -> "Setup":
@@ -72,7 +74,7 @@ class Setup:
                                 clamp_stages=config.clamp_stages, unroll=config.unroll)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout)
-        return cls(model, optimizer, rollout, program)
+        return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout))
 
     def restore(self, checkpoints: Checkpoints, epoch: int, seed: int, seed_ids) -> tuple[TrainState, SeedProgress]:
         """The stacked states of `seed_ids` saved at `epoch`."""
@@ -85,16 +87,6 @@ def training_set(data: TrainingData, time_scale: float) -> SeedData:
     time (d2x * time_scale^2, SPEC a.1) and the cold start on ONSET segments (SPEC e.2)."""
     return SeedData(jnp.asarray(data.x), jnp.asarray(data.dxdt), jnp.asarray(data.d2x * time_scale**2),
                     jnp.asarray(data.categories == Category.ONSET))
-
-
-def _step_config(config: RunConfig, horizon: int, sample_rate: float, rollout: RolloutConfig) -> StepConfig:
-    return StepConfig(
-        horizon=horizon, loss_mode=config.loss_mode, stft_configs=tuple(map(tuple, config.spec_configs)),
-        env_sigma=config.env_ms / 1000.0 * sample_rate, env_log_eps=config.env_log_eps,
-        use_env=config.loss.lam_env > 0, use_env_log=config.loss.lam_env_log > 0, ic_noise_rms=config.ic_noise_rms,
-        rollout=rollout, penalty_lam=config.lam if config.loss_mode == "mse_accel" else None,
-        rollout_backend=config.rollout_backend, deer_max_iter=config.deer_max_iter, deer_tol=config.deer_tol,
-    )
 
 
 def _score_seeds(vocalisations, outputs, sample_rate, rescale=False):
@@ -197,6 +189,8 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
         write_json(out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x)))
         with Logbook(out_dir, config, steps_per_epoch) as logbook:
             _train(config, setup, seeds, train_set, tf_var, data, val_dxdt, checkpoints, logbook)
+        write_json(out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x),
+                                                **setup.programs.summary()))
     return _finish(config, out_dir, setup, seeds, data, val_dxdt)
 
 
@@ -221,9 +215,9 @@ def _start(config: RunConfig, out_dir: pathlib.Path, setup: Setup, checkpoints: 
 def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, tf_var, data: TrainingData, val_dxdt,
            checkpoints: Checkpoints, logbook: Logbook) -> None:
     """Trains `seeds` (in place) from their epoch to --n_epochs, or until every seed has stopped."""
-    program, sample_rate = setup.program, data.sample_rate
+    program, sample_rate, programs = setup.program, data.sample_rate, setup.programs
     seeds.states, seeds.progress = program.place((seeds.states, seeds.progress), sharded=True)
-    epoch_seconds, compiled, scores = [], set(), None
+    epoch_seconds, scores = [], None
     for epoch in range(seeds.epoch, config.n_epochs):
         if not np.asarray(seeds.progress.active).any():
             console("every seed has stopped (diverged) by epoch %d: training ends early", epoch)
@@ -238,18 +232,14 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
             seeds.states, seeds.progress = program.place(select_seeds((seeds.states, seeds.progress), keep),
                                                          sharded=True)
             seeds.seed_ids = [seeds.seed_ids[k] for k in keep]
-        t0 = time.perf_counter()
-        horizon = horizon_for_epoch(epoch, config.n_epochs, config.h_min, config.h_max, config.h_schedule)
         weights = warmup_weights(epoch, config.loss, config.spec_warmup_epochs, config.env_warmup_epochs)
-        step_config = _step_config(config, horizon, sample_rate, setup.rollout)
-        program_key = (horizon, len(seeds.seed_ids))
-        if program_key not in compiled:
-            reason = ("first epoch" if not compiled else "new horizon" if horizon not in {h for h, _ in compiled}
-                      else "culling changed the number of seeds")
-            console("compiling the epoch program: H=%d, seeds=%d (%s)", horizon, len(seeds.seed_ids), reason)
-            compiled.add(program_key)
-        seeds.states, seeds.progress, metrics, ran = program.run_epoch(seeds.states, seeds.progress, train_set,
-                                                                       weights, tf_var, step_config)
+        step_config, horizon = programs.step_config(epoch), programs.traced_horizon(epoch)
+        epoch_args = (seeds.states, seeds.progress, train_set, weights, tf_var, step_config, horizon)
+        key = programs.key(epoch, len(seeds.seed_ids))
+        if key not in programs.compiled:
+            _compile(programs, key, epoch, program, epoch_args)
+        t0 = time.perf_counter()
+        seeds.states, seeds.progress, metrics, ran = program.run_epoch(*epoch_args)
         outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
         scores = _score_seeds(data.val_vocalisations, outputs, sample_rate)
         active, ran = np.asarray(seeds.progress.active), np.asarray(ran)
@@ -261,7 +251,8 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
                 logging.warning("seed %d diverged: %d non-finite steps in a row; it is stopped", seed_id,
                                 config.max_consecutive_skips)
         epoch_seconds.append(time.perf_counter() - t0)
-        logbook.epoch(epoch, seeds.seed_ids, metrics, ran, scores, active, epoch_seconds)
+        logbook.epoch(epoch, seeds.seed_ids, metrics, ran, scores, active, epoch_seconds,
+                      programs.compile_seconds_ahead(epoch + 1, len(seeds.seed_ids)))
         done = epoch + 1
         save = (done == config.n_epochs or (config.save_freq > 0 and done % config.save_freq == 0)
                 or (config.culling and done == config.cull_epoch) or not active.any())
@@ -269,6 +260,21 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
             logbook.media(epoch, seeds.seed_ids, active, data.val_vocalisations[0], outputs[:, 0], sample_rate)
             checkpoints.save(done, (seeds.states, seeds.progress), seeds.meta(config))
             seeds.epoch = done
+
+
+def _compile(programs: EpochPrograms, key, epoch: int, program: SeedProgram, epoch_args) -> None:
+    """Compiles the epoch program of `key` ahead of its first epoch, saying why and what it cost."""
+    (program_horizon, n_seeds), known = key, programs.compiled
+    reason = ("first epoch" if not known else "culling changed the number of seeds"
+              if program_horizon in {h for h, _ in known} else "new STFT configs" if programs.horizon_is_data
+              else "new horizon")
+    low, high = programs.serves(program_horizon)
+    console("compiling the epoch program: H=%s, seeds=%d (%s)", str(high) if low == high else f"{low}-{high}",
+            n_seeds, reason)
+    compiled = program.compile_epoch(*epoch_args)
+    programs.record(key, compiled)
+    console("  ready in %.1f s (%s)", compiled.seconds,
+            "from the compilation cache" if compiled.cached else "compiled; cached for later runs")
 
 
 def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds, data: TrainingData,
@@ -286,7 +292,7 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     write_seed_cv(out_dir / SEED_CV, final_rows)
     order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]), diverged)
     best = int(order[0])
-    manifest = manifest_fields(config, data, seeds.skips)
+    manifest = {**manifest_fields(config, data, seeds.skips), **setup.programs.summary()}
     if diverged[best]:
         manifest.update(selected_seed=None, diverged_seeds=sorted(seeds.stopped))
         write_json(out_dir / MANIFEST, manifest)

@@ -22,6 +22,7 @@ from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.evaluation import autonomous_outputs
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.compilation import Compiled, compile_ahead
 from ouroboros_jax.training.step import Batch, StepConfig, TrainState, init_train_state, train_step
 
 
@@ -150,9 +151,39 @@ class SeedProgram:
         )
         return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, None, None, None, None)))
 
+    @functools.cached_property
+    def _compiled(self) -> dict:
+        return {}  # `_program_key` -> Compiled
+
+    @staticmethod
+    def _program_key(states: TrainState, config: StepConfig, horizon) -> tuple:
+        # A compiled program is specialised to its inputs' shapes and shardings.
+        return config, states.step.shape[0], getattr(states.step, "sharding", None), horizon is None
+
+    @staticmethod
+    def _epoch_args(states, progress, data, weights, tf_var, horizon):
+        weights = LossWeights(*(jnp.asarray(w, jnp.float32) for w in weights))
+        return (states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32),
+                None if horizon is None else jnp.asarray(horizon, jnp.int32))
+
+    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
+                      config: StepConfig, horizon: int | None = None) -> Compiled | None:
+        """Compiles the epoch program of `run_epoch` with these arguments now, unless it already is.
+
+        Returns:
+          What the compile cost and whether the program came from the persistent cache; None
+          when this process had already compiled it.
+        """
+        key = self._program_key(states, config, horizon)
+        if key in self._compiled:
+            return None
+        args = self._epoch_args(states, progress, data, weights, tf_var, horizon)
+        self._compiled[key] = compile_ahead(self._epoch_fn(config), *args)
+        return self._compiled[key]
+
     def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
                   config: StepConfig, horizon: int | None = None):
-        """Trains every seed for one epoch.
+        """Trains every seed for one epoch (compiling its program first if needed: `compile_epoch`).
 
         `horizon`: None (the static `config.horizon`), or this epoch's horizon, passed to the
         compiled program as data (<= config.horizon, with the same STFT configs).
@@ -161,11 +192,10 @@ class SeedProgram:
           (states, progress, metrics, ran): metrics is `StepMetrics` with leaves (S, n_batches);
           ran (S, n_batches) is False for steps of a seed that had already stopped.
         """
-        weights = LossWeights(*(jnp.asarray(w, jnp.float32) for w in weights))
-        states, active, skip_run, metrics, ran = self._epoch_fn(config)(
-            states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32),
-            None if horizon is None else jnp.asarray(horizon, jnp.int32),
-        )
+        self.compile_epoch(states, progress, data, weights, tf_var, config, horizon)
+        program = self._compiled[self._program_key(states, config, horizon)].executable
+        states, active, skip_run, metrics, ran = program(*self._epoch_args(states, progress, data, weights, tf_var,
+                                                                           horizon))
         return states, SeedProgress(active, skip_run), metrics, ran
 
     @functools.cached_property

@@ -1,0 +1,96 @@
+"""Which compiled epoch program trains each epoch of a run, and what compiling them cost.
+
+The horizon is data, not shape: one program serves every horizon of the curriculum that keeps
+the same STFT configs (`curriculum.program_horizons`), rolling out to its largest horizon and
+leaving the later steps out of the loss. So geom 512 -> 2048 needs 2 programs per seed count, and
+culling (which changes the seed count once) at most 2 more. The DEER rollout needs its horizon
+static: with it every distinct horizon is its own program.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ouroboros_jax.curriculum import distinct_horizons, horizon_for_epoch, program_horizons
+from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.training.compilation import Compiled
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.step import StepConfig
+
+
+@dataclasses.dataclass
+class EpochPrograms:
+    """The run's epoch programs: keyed by (program horizon, seed count), compiled once each."""
+
+    config: RunConfig
+    sample_rate: float
+    rollout: RolloutConfig
+    compiled: dict = dataclasses.field(default_factory=dict)  # key -> {"seconds", "cached"}
+
+    def __post_init__(self):
+        c = self.config
+        horizons = distinct_horizons(c.n_epochs, c.h_min, c.h_max, c.h_schedule)
+        if self.horizon_is_data:
+            env_sigma = self.env_sigma if (c.loss.lam_env > 0 or c.loss.lam_env_log > 0) else None
+            self._program_horizon = program_horizons(horizons, c.spec_configs, env_sigma)
+        else:
+            self._program_horizon = {h: h for h in horizons}
+
+    @property
+    def horizon_is_data(self) -> bool:
+        return self.config.rollout_backend == "scan"
+
+    @property
+    def env_sigma(self) -> float:
+        return self.config.env_ms / 1000.0 * self.sample_rate
+
+    def horizon(self, epoch: int) -> int:
+        c = self.config
+        return horizon_for_epoch(epoch, c.n_epochs, c.h_min, c.h_max, c.h_schedule)
+
+    def key(self, epoch: int, n_seeds: int) -> tuple[int, int]:
+        """(program horizon, seed count) of the program that trains `epoch` with `n_seeds` seeds."""
+        return self._program_horizon[self.horizon(epoch)], n_seeds
+
+    def step_config(self, epoch: int) -> StepConfig:
+        """The static settings of the epoch's program (its horizon: the largest it serves)."""
+        c = self.config
+        return StepConfig(
+            horizon=self._program_horizon[self.horizon(epoch)], loss_mode=c.loss_mode,
+            stft_configs=tuple(map(tuple, c.spec_configs)), env_sigma=self.env_sigma, env_log_eps=c.env_log_eps,
+            use_env=c.loss.lam_env > 0, use_env_log=c.loss.lam_env_log > 0, ic_noise_rms=c.ic_noise_rms,
+            rollout=self.rollout, penalty_lam=c.lam if c.loss_mode == "mse_accel" else None,
+            rollout_backend=c.rollout_backend, deer_max_iter=c.deer_max_iter, deer_tol=c.deer_tol,
+        )
+
+    def traced_horizon(self, epoch: int) -> int | None:
+        """The horizon the epoch passes to its program as data (None: the program's own)."""
+        return self.horizon(epoch) if self.horizon_is_data else None
+
+    def serves(self, program_horizon: int) -> tuple[int, int]:
+        """The smallest and largest horizon of the run that the program of `program_horizon` serves."""
+        served = [h for h, p in self._program_horizon.items() if p == program_horizon]
+        return min(served), max(served)
+
+    def seeds_at(self, epoch: int, n_seeds: int) -> int:
+        """The seed count at `epoch` of a run that has `n_seeds` now (culling keeps --cull_keep)."""
+        c = self.config
+        culls_later = c.culling and epoch >= c.cull_epoch and n_seeds > c.cull_keep
+        return c.cull_keep if culls_later else n_seeds
+
+    def record(self, key: tuple[int, int], compiled: Compiled) -> None:
+        self.compiled[key] = {"seconds": compiled.seconds, "cached": compiled.cached}
+
+    def compile_seconds_ahead(self, next_epoch: int, n_seeds: int) -> float:
+        """Expected compile time of the programs the epochs from `next_epoch` on still need: their
+        number times the mean time of the fresh compiles so far (0 before any)."""
+        ahead = {self.key(e, self.seeds_at(e, n_seeds)) for e in range(next_epoch, self.config.n_epochs)}
+        fresh = [r["seconds"] for r in self.compiled.values() if not r["cached"]]
+        return len(ahead - set(self.compiled)) * (float(np.mean(fresh)) if fresh else 0.0)
+
+    def summary(self) -> dict:
+        """For run.json and the manifest: the programs compiled by this process and their cost."""
+        programs = [{"horizon": h, "serves": list(self.serves(h)), "seeds": s, **r}
+                    for (h, s), r in self.compiled.items()]
+        return {"epoch_programs": programs, "n_epoch_programs": len(programs),
+                "compile_seconds": sum(r["seconds"] for r in self.compiled.values())}
