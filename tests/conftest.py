@@ -1,12 +1,18 @@
 """Test-wide JAX settings: strict rank promotion catches silent broadcasting bugs."""
 
+import os
 import pathlib
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The CLIs the tests start cache their compiled programs in one fresh folder per test session,
+# never in the user's cache (and the tests that fill the disk turn the cache off).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ouroboros_jax_test_cache_")
 
 GOLDEN_DIR = pathlib.Path(__file__).parent / "golden"
 

@@ -322,6 +322,7 @@ def test_convert_cli_reports_and_fails_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'rec2.TextGrid'}: cannot read it as textgrid")
 
 
+@pytest.mark.slow
 def test_a_bird_in_another_format_trains_on_one_type_from_the_command_line(tmp_path):
     """`train --annotation_format --annotation_dir --syllables`; the run records them, and synthesize's
     --row then counts the rows of the run's type."""

@@ -79,6 +79,7 @@ def final_params(out_dir, config):
 SCORES = ("selected_seed", "selected_val_autonomy", "selected_test_autonomy", "rescaled_test_autonomy")
 
 
+@pytest.mark.slow
 def test_interrupted_at_the_cull_epoch_and_resumed_equals_uninterrupted_bit_for_bit(straight_run, tmp_path,
                                                                                      monkeypatch, capsys):
     straight_dir, straight_manifest = straight_run
@@ -278,6 +279,7 @@ def test_demo_flagfile_end_to_end(tmp_path):
     assert [k for k in manifest if f"`{k}`" not in cli_doc] == []
 
 
+@pytest.mark.slow
 def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
     """The `tiny_run` recipe with the DEER rollout (issue 8): every step's losses equal the scan
     run's, no example falls back, and the Newton counts are logged (they are absent with the scan).
@@ -403,7 +405,7 @@ def test_training_with_tau_not_dt_integrates_in_rescaled_time(tmp_path):
     drives = Drives(jnp.full((2, 320), omega), jnp.zeros((2, 320)), jnp.zeros((2, 320, p, p)), jnp.zeros((2, 320)))
     # The exact state at sample 0 (the stencil is not exact at a window's mirrored edge): v = dx/ds.
     x0, v0 = batch.x[:, 0], jnp.asarray(0.3 * omega * np.cos(phases[:, 0]), jnp.float32)
-    step = run_module._step_config(config, 256, sample_rate, setup.rollout)
+    step = dataclasses.replace(setup.programs.step_config(0), horizon=256)
     _, x_hat, _ = spectral_losses(drives, batch, x0, v0, 1.0, setup.model.time_scale, step)
     # RK4 at 32 steps per period drifts in phase by ~1e-3 over these 256 steps; 3x too fast is off by ~0.3.
     np.testing.assert_allclose(x_hat, batch.x[:, :256], atol=2e-3)

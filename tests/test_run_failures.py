@@ -39,6 +39,9 @@ TINY_CLI = ("--flagfile=experiments/demo.flags", "--max_segs=24", "--context_len
             "--silence_suffix_ms=4", "--h_schedule=const", "--h_max=64", "--spec_configs=32,8;64,16", "--n_kernels=2",
             "--n_layers=1", "--expand_factor=1", "--n_val_vocs=2", "--n_test_vocs=2", "--cull_frac=0",
             "--save_freq=1", "--n_epochs=2")
+# On a full disk JAX's cache writes fail too (each a warning, and a truncated entry that a later
+# run warns about and rewrites): the disk-full tests leave the cache out to see only our line.
+NO_CACHE = "--compilation_cache_dir="
 
 
 def error_lines(result):
@@ -163,8 +166,8 @@ runpy.run_module("ouroboros_jax.train", run_name="__main__")
 def test_a_full_disk_ends_the_run_with_one_line_instead_of_hanging(tmp_path):
     """tensorboardX's writer threads died on the failed write and the run then blocked forever."""
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", ON_A_FULL_DISK, "60000", *TINY_CLI, f"--out_dir={out}"], cwd=REPO,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run([sys.executable, "-c", ON_A_FULL_DISK, "60000", *TINY_CLI, NO_CACHE, f"--out_dir={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
     assert_one_error_line(result, 4, f"error: cannot write {out}/seed")
     assert "File too large (" in error_lines(result)[0] and " free on that disk); no checkpoint is complete yet: " \
         "re-run the same command" in error_lines(result)[0]
@@ -187,7 +190,7 @@ runpy.run_module("ouroboros_jax.train", run_name="__main__")
 
 def test_a_checkpoint_that_cannot_be_written_leaves_the_last_complete_one_intact(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", FAIL_THE_SECOND_CHECKPOINT, *TINY_CLI, f"--out_dir={out}"],
+    result = subprocess.run([sys.executable, "-c", FAIL_THE_SECOND_CHECKPOINT, *TINY_CLI, NO_CACHE, f"--out_dir={out}"],
                             cwd=REPO, capture_output=True, text=True, timeout=240)
     assert_one_error_line(result, 4, f"error: cannot write {out}/checkpoints/2: File too large (")
     assert error_lines(result)[0].endswith(f"the last complete checkpoint is {out}/checkpoints/1: re-run the same "
@@ -216,6 +219,7 @@ def test_a_failed_output_write_leaves_no_partial_file(tmp_path):
 # --- Ctrl-C (item 6) -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_that_says_where_to_resume(tmp_path):
     out = tmp_path / "run"
     ctrl_c_as_in_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
@@ -274,6 +278,7 @@ def test_skipped_steps_are_counted_and_log_only_nan_skip(tmp_path, monkeypatch):
     assert "Loss/nan_skip" not in healthy
 
 
+@pytest.mark.slow
 def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_path, monkeypatch):
     original, epochs_trained = SeedProgram.run_epoch, []
 
@@ -299,6 +304,7 @@ def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_p
         train_and_evaluate(config)
 
 
+@pytest.mark.slow
 def test_a_run_without_a_complete_checkpoint_says_that_it_starts_again(tmp_path, monkeypatch, capsys):
     def killed_in_its_first_epoch(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,6 +9,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.dynamics import RolloutConfig
@@ -113,6 +114,7 @@ def test_a_diverging_seed_stops_and_leaves_the_others_unchanged():
     np.testing.assert_array_equal(skipped[1][ran[1]], 1)
 
 
+@pytest.mark.slow
 def test_sharded_seeds_equal_unsharded(tmp_path):
     """With 4 host devices the seed axis is sharded 4 ways and the result is the same."""
     script = tmp_path / "sharded.py"

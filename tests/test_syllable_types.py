@@ -164,6 +164,7 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_cli_cluster_and_its_errors(tmp_path):
     typed_song(tmp_path)
     band = ("--min_freq_hz=300", "--max_freq_hz=7000")
