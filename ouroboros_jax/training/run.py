@@ -30,6 +30,7 @@ from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints, completed_epochs
 from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.library_log import libraries_logged_to
 from ouroboros_jax.training.lock import RunLock
 from ouroboros_jax.training.logbook import Logbook, console
 from ouroboros_jax.training.outputs import make_output_dir, write_json, write_png, write_seed_cv, write_wav
@@ -164,7 +165,7 @@ def train_and_evaluate(config: RunConfig) -> dict:
     out_dir = pathlib.Path(config.out_dir).absolute()
     make_output_dir(out_dir, "--out_dir")
     # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
-    with RunLock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
+    with (RunLock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext()), libraries_logged_to(out_dir):
         data = load_training_data(config.data)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                        sample_rate=float(data.sample_rate)))
