@@ -16,13 +16,21 @@ import optax
 
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
+from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
 
 
 def run_info(config, sample_rate, batches_per_epoch, n_segments, **extra) -> dict:
     """The content of run.json: what tools need to read the run (`trained.load_run`, `monitor`, `plot`)."""
     return {"config": config.fingerprint(), "n_epochs": config.n_epochs, "batches_per_epoch": batches_per_epoch,
-            "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_seeds)),
+            "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_members)),
+            "member_names": [member_name(config, k) for k in range(config.n_members)],
             "cull_epoch": config.cull_epoch if config.culling else None, **extra}
+
+
+def member_folder(info: dict, seed_id: int) -> str:
+    """The TensorBoard folder of seed (member) `seed_id` of the run whose run.json is `info`."""
+    names = info.get("member_names")  # absent from runs made before sweeps
+    return names[info["seeds"].index(seed_id)] if names else f"seed{seed_id}"
 
 
 def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict) -> dict:
@@ -79,9 +87,11 @@ def _first_difference(saved, now, prefix=""):
     return "" if saved == now else f"{prefix.rstrip('.')}: {saved!r} then, {now!r} now"
 
 
-def seed_row(seed_id, score, breakdown, ckpt, status, stopped_epoch, skipped_steps) -> dict:
-    """One row of seed_cv.csv (`outputs.SEED_CV_COLUMNS`)."""
-    return {"seed": int(seed_id), "val_autonomy": score, "ckpt": ckpt,
+def seed_row(config, seed_id, score, breakdown, ckpt, status, stopped_epoch, skipped_steps) -> dict:
+    """One row of seed_cv.csv (`outputs.SEED_CV_COLUMNS`); in a sweep led by the member's index and
+    swept settings, its "seed" then being the member's seed."""
+    sweep = {"member": int(seed_id), **member_settings(config, seed_id)} if config.sweep else {}
+    return {**sweep, "seed": member_seed(seed_id, config.n_seeds), "val_autonomy": score, "ckpt": ckpt,
             **{f"val_{k}": breakdown[k] for k in ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac",
                                                    "cold_start", "rescale")},
             "status": status, "stopped_epoch": stopped_epoch, "skipped_steps": int(skipped_steps)}
@@ -128,7 +138,8 @@ def manifest_fields(config, data, skips: dict) -> dict:
         "grad_clip": config.grad_clip, "batch_size": config.batch_size, "seed": d.seed, "bound_x": config.bound_x,
         "bound_v": config.bound_v, "clamp_stages": config.clamp_stages, "loss_mode": config.loss_mode,
         "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
-        "max_consecutive_skips": config.max_consecutive_skips,
+        "max_consecutive_skips": config.max_consecutive_skips, "sweep": [[k, list(v)] for k, v in config.sweep],
+        "n_members": config.n_members,
         "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": _versions(),
         "device": _device(), "command": sys.argv,
     }

@@ -91,7 +91,7 @@ def load_run(run_dir, epoch: int | None = None) -> TrainedRun:
         if epoch not in available:
             raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
         seed_ids = tuple(checkpoints.meta(epoch)["seed_ids"])
-        states, _ = setup.restore(checkpoints, epoch, config.data.seed, seed_ids)
+        states, _ = setup.restore(checkpoints, epoch, config, seed_ids)
     finally:
         checkpoints.close()
     return TrainedRun(run_dir, config, info, epoch, seed_ids, setup, states)
