@@ -28,6 +28,10 @@ class _QuietFileHandler(logging.FileHandler):
         with contextlib.suppress(Exception):  # the delayed open happens outside FileHandler's own guard
             super().emit(record)
 
+    def close(self):
+        with contextlib.suppress(OSError):  # flushing what a full disk refused fails again
+            super().close()
+
     def handleError(self, record):
         pass
 
