@@ -24,6 +24,7 @@ from ouroboros_jax.training import run as run_module
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import SEED_CV_COLUMNS
+from ouroboros_jax.training.records import member_folder
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.run import Setup, train_and_evaluate, training_set
 from ouroboros_jax.training.seeds import SeedProgram
@@ -191,14 +192,30 @@ MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds
 }
 
 
-def run_cli(*flags, cwd=REPO):
+def run_cli(*flags, cwd=REPO, timeout=600):
     return subprocess.run([sys.executable, "-m", "ouroboros_jax.train", *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=timeout)
 
 
 DEMO_OVERRIDES = {"n_epochs": 2, "max_segs": 16, "context_len": 0.01, "silence_prefix_ms": 4, "silence_suffix_ms": 4,
                   "h_min": 64, "h_max": 128, "spec_configs": "32,8;64,16", "n_kernels": 2, "n_layers": 1,
                   "expand_factor": 1, "n_val_vocs": 2, "n_test_vocs": 2}
+
+
+@pytest.mark.slow
+def test_the_finch_recipe_passes_the_acceptance_bar(tmp_path):
+    """experiments/finch.flags as docs/results.md runs it (about 4 minutes): every measurable item
+    of SPEC (k)'s bar for the selected member."""
+    out = tmp_path / "finch"
+    result = run_cli("--flagfile=experiments/finch.flags", f"--out_dir={out}", timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "selected_model.json").read_text())
+    assert manifest["selected_val_breakdown"]["spec_corr"] >= 0.5
+    assert manifest["selected_test_autonomy"] > 0
+    info = json.loads((out / "run.json").read_text())
+    steps, bounded = read_scalars(out / member_folder(info, manifest["selected_seed"]))["Val/bounded_frac"]
+    by_epoch_10 = bounded[(steps + 1) // info["batches_per_epoch"] <= 10]
+    assert len(by_epoch_10) == 10 and by_epoch_10[-1] >= 0.9
 
 
 def test_demo_flagfile_end_to_end(tmp_path):

@@ -205,10 +205,11 @@ class Logbook:
         autonomy = np.array([s for s, _ in scores])
         best = int(np.nanargmax(np.where(active, autonomy, np.nan))) if np.any(active & np.isfinite(autonomy)) else 0
         console(
-            "[%s%s] epoch %d/%d H=%d | spec %.3f tf %.3f total %.3f | skips %d | val autonomy best %.3f (seed %d) "
+            "[%s%s] epoch %d/%d H=%d | spec %.3f tf %.3f total %.3f | skips %d | val autonomy best %.3f (%s %d) "
             "bounded %.2f | active %d/%d | %.1f s/epoch, ETA %s",
             "#" * filled, "." * (_BAR - filled), done, n_epochs, int(values["horizon"][0, 0]), mean("spec"), mean("tf"),
-            mean("total"), int(values["skipped"][ran].sum()), autonomy[best], seed_ids[best],
+            mean("total"), int(values["skipped"][ran].sum()), autonomy[best],
+            "member" if self._config.sweep else "seed", seed_ids[best],
             scores[best][1]["bounded_frac"], int(active.sum()), len(seed_ids), seconds[-1], _duration(eta),
         )
 

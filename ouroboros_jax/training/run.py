@@ -315,6 +315,7 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
         raise NoSeedSurvived(f"every seed diverged ({stops}); nothing is selected, {out_dir / SEED_CV} has their "
                              "scores; try a lower --lr or other seeds (--seed)")
     best_state = select_seeds(seeds.states, [best])
+    selected = f"member {member_name(config, seed_ids[best])}" if config.sweep else f"seed {seed_ids[best]}"
     manifest.update(selected_seed=seed_ids[best], selected_lambda=config.lam, selected_val_autonomy=scores[best][0],
                     selected_val_breakdown=scores[best][1], diverged_seeds=sorted(seeds.stopped),
                     selected_checkpoint=f"checkpoints/{seeds.epoch}", selected_stack_index=best,
@@ -342,9 +343,9 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     kind, vocalisation, output = shown
     write_png(out_dir / SPECGRAM, specgram_figure(
         correct(vocalisation), correct(output), sample_rate,
-        title=f"selected seed {seed_ids[best]}, epoch {seeds.epoch}: first {kind} vocalisation"), DPI)
+        title=f"selected {selected}, epoch {seeds.epoch}: first {kind} vocalisation"), DPI)
     write_json(out_dir / MANIFEST, manifest)
     test = manifest["selected_test_autonomy"]
-    console("selected seed %d: val autonomy %.3f, test autonomy %s; outputs in %s", seed_ids[best], scores[best][0],
+    console("selected %s: val autonomy %.3f, test autonomy %s; outputs in %s", selected, scores[best][0],
             "none" if test is None else f"{test:.3f}", out_dir)
     return manifest
