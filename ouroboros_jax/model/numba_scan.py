@@ -33,7 +33,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 _LANES = 8  # float32 lanes of the 256-bit vectors LLVM uses on x86-64 (AVX2 and AVX-512 alike)
 # The callbacks can be entered from several XLA threads at once (the encoders are independent);
-# Numba's default workqueue threading layer must not be, and each launch uses every core anyway.
+# workqueue launches must not overlap, and each uses every core anyway. Shared by numba_layer.
 _LOCK = threading.Lock()
 
 

@@ -16,6 +16,7 @@ execution and rounding (all are checked against one naive float64 loop in the te
 - "pallas" (`ouroboros_jax.model.pallas_scan`) is the fused scan as a Pallas kernel, for GPUs.
 - "numba" (`ouroboros_jax.model.numba_scan`) is the fused scan as a Numba kernel on all CPU
   cores, behind `jax.pure_callback`; it needs the optional `numba` package (`[cpu-kernels]`).
+  `ResidualBlock` with "numba" runs the whole block as one kernel (`numba_layer`) instead.
 """
 
 import importlib.util
