@@ -2,16 +2,18 @@
 
     python benchmarks/versus_torch.py                    # H 512, 1024, 2048, reference defaults
     python benchmarks/versus_torch.py --repeats 7 --encoder_scan sequential
+    python benchmarks/versus_torch.py --horizons 2048 --encoder_scan fused,numba   # both JAX scans
     python benchmarks/versus_torch.py --quick            # tiny shapes, a smoke test
 
-After one compiling/warm-up call of each, every round times one JAX step and one PyTorch step
-per horizon, alternating, so that a shared machine's noise falls on both alike. One JSON line
-per horizon: both medians (with min and max), and `ratio` = torch median / JAX median (> 1: JAX
-is faster). The two steps do the same work on the same synthetic batch (`synthetic.py`) at the
+After one compiling/warm-up call of each, every round times one JAX step per encoder scan and
+one PyTorch step per horizon, alternating, so that a shared machine's noise falls on all alike.
+One JSON line per encoder scan and horizon: both medians (with min and max), and `ratio` = torch
+median / JAX median (> 1: JAX is faster). The two steps do the same work on the same synthetic batch (`synthetic.py`) at the
 same sizes; `baseline_torch.py` says how the baseline is built.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -40,7 +42,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, help="segments per step B (default 8)")
     p.add_argument("--length", type=int, help="segment length L (default 2205)")
     p.add_argument("--model", choices=sorted(SIZES), help="model size (default: the reference defaults)")
-    p.add_argument("--encoder_scan", default="auto", help="JAX encoder scan (default auto)")
+    p.add_argument("--encoder_scan", default="auto", help="comma-separated JAX encoder scans (default auto)")
     p.add_argument("--rollout_gradient", default="adjoint", choices=["adjoint", "autodiff"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}, unless given explicitly")
@@ -56,19 +58,20 @@ def main(argv=None) -> None:
     torch_args = argparse.Namespace(batch=a.batch, length=a.length, lr=1e-3, grad_clip=5.0, seed=0,
                                     **SIZES[a.model])
     torch_step = baseline_torch.step_runner(torch_args)
-    bench = StepBench(a.model, a.encoder_scan, a.batch, a.length, rollout_gradient=a.rollout_gradient)
-    first = {}
-    for h in horizons:
-        first[h] = (seconds(lambda: bench.step(h), jax.block_until_ready), seconds(lambda: torch_step(h), lambda r: r))
-    times = {h: ([], []) for h in horizons}
+    benches = [StepBench(a.model, scan, a.batch, a.length, rollout_gradient=a.rollout_gradient)
+               for scan in a.encoder_scan.split(",")]
+    steps = {(h, i): functools.partial(bench.step, h) for h in horizons for i, bench in enumerate(benches)}
+    first = {key: seconds(step, jax.block_until_ready) for key, step in steps.items()}
+    first.update({h: seconds(functools.partial(torch_step, h), lambda r: r) for h in horizons})
+    times = {key: [] for key in first}
     for _ in range(a.repeats):
         for h in horizons:
-            times[h][0].append(seconds(lambda: bench.step(h), jax.block_until_ready))
-            times[h][1].append(seconds(lambda: torch_step(h), lambda r: r))
-    for h in horizons:
-        jax_s, torch_s = times[h]
-        summary = {impl: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "first_call_s": f}
-                   for impl, t, f in (("jax", jax_s, first[h][0]), ("torch_eager", torch_s, first[h][1]))}
+            for i in range(len(benches)):
+                times[h, i].append(seconds(steps[h, i], jax.block_until_ready))
+            times[h].append(seconds(functools.partial(torch_step, h), lambda r: r))
+    for (h, i), bench in ((key, benches[key[1]]) for key in steps):
+        summary = {impl: {"median_s": statistics.median(times[k]), "min_s": min(times[k]), "max_s": max(times[k]),
+                          "first_call_s": first[k]} for impl, k in (("jax", (h, i)), ("torch_eager", h))}
         timing.emit({"benchmark": "versus_torch", "config": {**bench.config_record(h), "torch_threads":
                                                              baseline_torch.torch.get_num_threads(),
                                                              "flush_denormal": flush},

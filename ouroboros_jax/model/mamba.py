@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ouroboros_jax.model.selective_scan import ScanImpl, selective_ssm
+from ouroboros_jax.model.selective_scan import (
+    ScanImpl,
+    resolve_scan_impl,
+    selective_ssm,
+)
 
 _RMS_EPS = 1e-5
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -115,6 +119,11 @@ class ResidualBlock(nnx.Module):
         self.mixer = MambaBlock(d_model, d_inner, d_state, d_conv, rngs=rngs)
 
     def __call__(self, x: jax.Array, scan_impl: ScanImpl) -> jax.Array:
+        if resolve_scan_impl(scan_impl) == "numba":
+            # The whole block as one kernel: the XLA work around the scan costs more than the scan.
+            from ouroboros_jax.model.numba_layer import residual_block
+
+            return residual_block(self, x)
         return self.mixer(self.norm(x), scan_impl) + x
 
 

@@ -14,25 +14,37 @@ execution and rounding (all are checked against one naive float64 loop in the te
   time-major `lax.scan` discretises, updates the state and emits y_t per sample, and its
   `jax.custom_vjp` backward is a reverse-time scan of the adjoint.
 - "pallas" (`ouroboros_jax.model.pallas_scan`) is the fused scan as a Pallas kernel, for GPUs.
+- "numba" (`ouroboros_jax.model.numba_scan`) is the fused scan as a Numba kernel on all CPU
+  cores, behind `jax.pure_callback`; it needs the optional `numba` package (`[cpu-kernels]`).
+  `ResidualBlock` with "numba" runs the whole block as one kernel (`numba_layer`) instead.
 """
 
+import importlib.util
 import math
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-ScanImpl = Literal["auto", "associative", "sequential", "chunked", "fused", "pallas"]
-SCAN_IMPLS = ("auto", "associative", "sequential", "chunked", "fused", "pallas")
+ScanImpl = Literal["auto", "associative", "sequential", "chunked", "fused", "pallas", "numba"]
+SCAN_IMPLS = ("auto", "associative", "sequential", "chunked", "fused", "pallas", "numba")
 
 
 def resolve_scan_impl(impl: ScanImpl, backend: str | None = None) -> ScanImpl:
-    """"auto" is the fastest measured on the backend (docs/performance.md): "fused" on CPU;
-    "associative" on accelerators, where a sequential step costs a fixed ~10 us (not yet measured
-    against "pallas" on a GPU)."""
+    """"auto" is the fastest measured on the backend (docs/performance.md): on CPU "numba" where
+    numba is installed, else "fused"; "associative" on accelerators, where a sequential step costs
+    a fixed ~10 us (not yet measured against "pallas" on a GPU)."""
     if impl != "auto":
         return impl
-    return "fused" if (backend or jax.default_backend()) == "cpu" else "associative"
+    if (backend or jax.default_backend()) != "cpu":
+        return "associative"
+    return "numba" if importlib.util.find_spec("numba") is not None else "fused"
+
+
+def persistently_cacheable(impl: ScanImpl) -> bool:
+    """Whether programs using `impl` can enter JAX's persistent compilation cache: not "numba",
+    whose host callbacks JAX does not serialise (such programs compile afresh in every process)."""
+    return resolve_scan_impl(impl) != "numba"
 
 
 def selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Array, Ct: jax.Array,
@@ -56,6 +68,10 @@ def selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Array, C
         from ouroboros_jax.model.pallas_scan import pallas_selective_ssm
 
         return pallas_selective_ssm(delta, x, A, Bt, Ct)
+    if impl == "numba":
+        from ouroboros_jax.model.numba_scan import numba_selective_ssm
+
+        return numba_selective_ssm(delta, x, A, Bt, Ct)
     decay = jnp.exp(delta[..., None] * A[None, None])
     inputs = (delta * x)[..., None] * Bt[:, :, None, :]
     return jnp.einsum("btdn,btn->btd", linear_recurrence(decay, inputs, impl), Ct)

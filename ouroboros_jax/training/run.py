@@ -28,6 +28,7 @@ from ouroboros_jax.evaluation import autonomy_score, correct, generate, rank_see
 from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.model.selective_scan import persistently_cacheable
 from ouroboros_jax.training.checkpoints import Checkpoints, completed_epochs
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.library_log import libraries_logged_to
@@ -252,7 +253,7 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
         epoch_args = (seeds.states, seeds.progress, train_set, settings, tf_var, step_config, horizon)
         key = programs.key(epoch, len(seeds.seed_ids))
         if key not in programs.compiled:
-            _compile(programs, key, epoch, program, epoch_args)
+            _compile(programs, key, program, epoch_args, persistently_cacheable(config.model.scan_impl))
         t0 = time.perf_counter()
         seeds.states, seeds.progress, metrics, ran = program.run_epoch(*epoch_args)
         outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
@@ -277,7 +278,7 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
             seeds.epoch = done
 
 
-def _compile(programs: EpochPrograms, key, epoch: int, program: SeedProgram, epoch_args) -> None:
+def _compile(programs: EpochPrograms, key, program: SeedProgram, epoch_args, cacheable: bool) -> None:
     """Compiles the epoch program of `key` ahead of its first epoch, saying why and what it cost."""
     (program_horizon, n_seeds), known = key, programs.compiled
     reason = ("first epoch" if not known else "culling changed the number of seeds"
@@ -289,7 +290,8 @@ def _compile(programs: EpochPrograms, key, epoch: int, program: SeedProgram, epo
     compiled = program.compile_epoch(*epoch_args)
     programs.record(key, compiled)
     console("  ready in %.1f s (%s)", compiled.seconds,
-            "from the compilation cache" if compiled.cached else "compiled; cached for later runs")
+            "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if cacheable
+            else "compiled; the numba encoder scan's programs cannot be cached")
 
 
 def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds, data: TrainingData,
