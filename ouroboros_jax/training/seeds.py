@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.evaluation import autonomous_outputs
@@ -120,7 +119,9 @@ class SeedProgram:
     horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
     that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
     programs rather than one per horizon.
-    With several devices the seed axis is sharded over a `Mesh` with a "seed" axis.
+    The caller places the stacked seeds (`runtime.Runtime.place_members`: the seed axis sharded
+    over every device). With `seed_chunk` the seeds run in vmapped chunks of that many, one
+    chunk after another inside the program, so its peak memory is that of one chunk.
     """
 
     graphdef: nnx.GraphDef
@@ -128,20 +129,7 @@ class SeedProgram:
     batch_size: int
     max_consecutive_skips: int
     rollout: RolloutConfig
-
-    @functools.cached_property
-    def mesh(self) -> Mesh:
-        return Mesh(np.array(jax.devices()), ("seed",))
-
-    def place(self, tree, sharded: bool):
-        """Puts `tree` on the devices: its leading (seed) axis sharded, or replicated."""
-        n_devices = self.mesh.devices.size
-        leading = {np.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(tree) if np.ndim(leaf)}
-        if sharded and n_devices > 1 and all(s % n_devices == 0 for s in leading):
-            spec = PartitionSpec("seed")
-        else:
-            spec = PartitionSpec()
-        return jax.device_put(tree, NamedSharding(self.mesh, spec))
+    seed_chunk: int = 0
 
     @functools.cache
     def _epoch_fn(self, config: StepConfig):
@@ -149,7 +137,7 @@ class SeedProgram:
             _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
-        return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, None, None, None, None)))
+        return jax.jit(chunked_vmap(seed_epoch, self.seed_chunk, n_mapped=3))
 
     @functools.cached_property
     def _compiled(self) -> dict:
@@ -205,13 +193,43 @@ class SeedProgram:
 
         return jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
 
-    def autonomous_outputs(self, states: TrainState, x: np.ndarray, dxdt: np.ndarray) -> np.ndarray:
-        """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n)."""
-        return np.asarray(self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32)))
+    def autonomous_outputs(self, states: TrainState, x, dxdt) -> jax.Array:
+        """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n), on the
+        devices, sharded like `states` (`runtime.Runtime.fetch` brings them to the host)."""
+        return self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32))
 
 
 def select_seeds(tree, indices):
-    """Gathers seeds `indices` along the leading axis of every leaf (culling)."""
-    indices = jnp.asarray(indices)
+    """Gathers seeds `indices` along the leading axis of every leaf (culling), host or device arrays."""
+    indices = np.asarray(indices)
     return jax.tree_util.tree_map(lambda a: a[indices], tree)
 
+
+
+def chunked_vmap(fn, seed_chunk: int, n_mapped: int):
+    """`jax.vmap(fn)` over the leading (seed) axis of the first `n_mapped` arguments, the others
+    shared; with `seed_chunk` > 0 the S seeds run as S / seed_chunk vmapped chunks one after
+    another (`lax.map`), so only one chunk's intermediates are live at a time.
+
+    Seed i goes to chunk i % n_chunks, row i // n_chunks: a contiguous block of seeds (one
+    device's shard) then stays on its device in every chunk, and the chunks need no transfers.
+    """
+    def mapped(*args):
+        batched = jax.vmap(fn, in_axes=(0,) * n_mapped + (None,) * (len(args) - n_mapped))
+        members, shared = args[:n_mapped], args[n_mapped:]
+        n_seeds = jax.tree_util.tree_leaves(members)[0].shape[0]
+        if not seed_chunk or seed_chunk >= n_seeds:
+            return batched(*args)
+        n_chunks = n_seeds // seed_chunk
+
+        def to_chunks(a):  # (S, ...) -> (n_chunks, seed_chunk, ...)
+            return jnp.swapaxes(a.reshape(seed_chunk, n_chunks, *a.shape[1:]), 0, 1)
+
+        def from_chunks(a):
+            return jnp.swapaxes(a, 0, 1).reshape(n_seeds, *a.shape[2:])
+
+        chunked = jax.tree_util.tree_map(to_chunks, members)
+        out = jax.lax.map(lambda chunk: batched(*chunk, *shared), chunked)
+        return jax.tree_util.tree_map(from_chunks, out)
+
+    return mapped
