@@ -1,9 +1,15 @@
 """The runtime boundary (training/runtime.py): padding the seed axis, host fetches, the writer,
 the matmul precision. The multi-process behaviour is tests/test_multiprocess.py."""
 
+import contextlib
 import functools
 import json
+import os
+import pathlib
 import re
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -54,15 +60,17 @@ def test_inactive_padding_members_never_change():
         assert not np.array_equal(np.asarray(a)[0], np.asarray(b)[0])
 
 
-def test_only_process_0_writes(monkeypatch, tmp_path):
+def test_only_process_0_writes(monkeypatch):
     calls = []
     assert Runtime().write(calls.append, "written") is None and calls == ["written"]
+    with Runtime().writer_only(lambda name: (calls.append(name), contextlib.nullcontext("held"))[1], "lock") as held:
+        assert held == "held"
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert not Runtime().writes
     Runtime().write(calls.append, "by process 1")
-    with Runtime().writer_only(open(tmp_path / "lock", "w")) as held:
+    with Runtime().writer_only(calls.append, "lock by process 1") as held:
         assert held is None
-    assert calls == ["written"]
+    assert calls == ["written", "lock"]
 
 
 @pytest.mark.parametrize("precision, highest", [("highest", True), ("default", False)])
@@ -83,3 +91,38 @@ def test_the_run_records_its_matmul_precision(tiny_run):
     run_dir, manifest = tiny_run
     assert manifest["matmul_precision"] == "highest" and manifest["n_members"] == 2
     assert json.loads((run_dir / "run.json").read_text())["config"]["matmul_precision"] == "highest"
+
+
+def test_on_several_devices_each_trains_its_own_seeds_without_collectives(tmp_path):
+    """4 host devices, 8 seeds: the epoch program moves no data between devices (left to itself,
+    XLA's partitioner all-gathers the seed axis for the loss's FFTs), and 2 chunks of 4 seeds need
+    fewer temporaries than all 8 at once."""
+    script = tmp_path / "devices.py"
+    script.write_text(textwrap.dedent(f"""
+        import dataclasses, json, re, sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent.parent)!r})
+        import jax
+        from ouroboros_jax.losses import LossWeights
+        from ouroboros_jax.training.runtime import Runtime
+        from ouroboros_jax.training.seeds import init_seeds, seed_keys
+        from tests.test_seeds import OPTIMIZER, STEP, TINY, program, synthetic_data
+        assert jax.device_count() == 4
+        runtime, report = Runtime(seed_chunk=4), {{}}
+        for chunk in (0, 4):
+            prog = dataclasses.replace(program(seed_chunk=chunk), mesh=runtime.mesh)
+            states, progress = runtime.shard(runtime.fetch(init_seeds(TINY, OPTIMIZER, seed_keys(1, range(8)))))
+            compiled = prog.compile_epoch(states, progress, runtime.replicate(runtime.fetch(synthetic_data())),
+                                          LossWeights(), 1e-3, STEP)
+            text = compiled.executable.as_text()
+            report[chunk] = {{"collectives": sorted(set(re.findall(
+                r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", text))),
+                "temporaries": compiled.memory["temporaries"]}}
+        print(json.dumps(report))
+    """))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["0"]["collectives"] == report["4"]["collectives"] == []
+    assert report["4"]["temporaries"] < 0.75 * report["0"]["temporaries"]  # measured 0.51

@@ -118,9 +118,11 @@ def test_seeds_in_chunks_train_as_all_at_once():
     """--seed_chunk 2 of 4 seeds: two vmapped chunks one after another, each seed as in one vmap."""
     whole, whole_progress, whole_metrics = train([0, 1, 2, 3], poison=2, max_consecutive_skips=4)
     chunked, progress, metrics = train([0, 1, 2, 3], poison=2, max_consecutive_skips=4, seed_chunk=2)
+    # vmaps of 2 and of 4 seeds round differently and Adam amplifies it (measured 3.9e-6 after 6
+    # steps); a seed mix-up would differ by the spread between seeds' inits (~0.1).
     for a, b in zip(leaves(chunked.params), leaves(whole.params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
-    # Seed i sits in chunk i % 2: a mix-up of the order would move the poisoned seed 2's stop.
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+    # A mix-up of the seeds' order in the chunks would move the poisoned seed 2's stop.
     assert list(np.asarray(progress.active)) == list(np.asarray(whole_progress.active)) == [True, True, False, True]
     np.testing.assert_array_equal(np.asarray(metrics[1][1]), np.asarray(whole_metrics[1][1]))
     np.testing.assert_allclose(np.asarray(metrics[0][0].total), np.asarray(whole_metrics[0][0].total), rtol=1e-5)

@@ -31,6 +31,10 @@ class _QuietFileHandler(logging.FileHandler):
     def handleError(self, record):
         pass
 
+    def close(self):
+        with contextlib.suppress(OSError):  # the final flush fails on a full disk too
+            super().close()
+
 
 @contextlib.contextmanager
 def libraries_logged_to(out_dir: pathlib.Path):

@@ -76,7 +76,7 @@ class Setup:
         rollout = RolloutConfig(step_size=1.0 / model.time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
                                 clamp_stages=config.clamp_stages, unroll=config.unroll)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
-                              rollout, runtime.seed_chunk)
+                              rollout, runtime.seed_chunk, runtime.mesh)
         return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
 
     def restore(self, checkpoints: Checkpoints, epoch: int, seed: int, seed_ids,
@@ -185,7 +185,7 @@ def train_and_evaluate(config: RunConfig) -> dict:
     make_output_dir(out_dir, "--out_dir")
     runtime = Runtime(config.seed_chunk)
     # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
-    with (runtime.writer_only(RunLock(out_dir)), runtime.writer_only(libraries_logged_to(out_dir)),
+    with (runtime.writer_only(RunLock, out_dir), runtime.writer_only(libraries_logged_to, out_dir),
           matmul_precision(config.matmul_precision)):
         data = load_training_data(config.data)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model,
@@ -336,7 +336,9 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     tests = data.test_vocalisations
     shown = ("validation", data.val_vocalisations[0], val_outputs[best, 0])
     if len(tests):
-        test_outputs = runtime.fetch(program.autonomous_outputs(best_state, tests, first_derivative(tests)))
+        # Padded to a stack for the devices; its first member is the selected seed.
+        on_devices = runtime.shard(pad_members(best_state, runtime.n_members(1)))
+        test_outputs = runtime.fetch(program.autonomous_outputs(on_devices, tests, first_derivative(tests)))[:1]
         (raw,) = _score_seeds(tests, test_outputs, sample_rate)
         (rescaled,) = _score_seeds(tests, test_outputs, sample_rate, rescale=True)
         shown = ("test", tests[0], test_outputs[0, 0])

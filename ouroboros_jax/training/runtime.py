@@ -101,8 +101,6 @@ class Runtime:
     seed_chunk: int = 0
 
     def __post_init__(self):
-        if self.seed_chunk < 0:
-            raise InputError(f"--seed_chunk={self.seed_chunk}: must be >= 0 (0: every seed in one vmapped chunk)")
         if self.seed_chunk and self.seed_chunk % self.n_devices:
             raise InputError(f"--seed_chunk={self.seed_chunk}: must be a multiple of the {self.n_devices} devices "
                              "the seeds are sharded over (each chunk is sharded like the whole stack)")
@@ -123,9 +121,10 @@ class Runtime:
         """Calls `write_file(*args, **kwargs)` on process 0 only (the others return None)."""
         return write_file(*args, **kwargs) if self.writes else None
 
-    def writer_only(self, context):
-        """`context` (a context manager) on process 0, a no-op context elsewhere."""
-        return context if self.writes else contextlib.nullcontext()
+    def writer_only(self, make_context, *args):
+        """The context manager `make_context(*args)` on process 0; elsewhere a no-op context (and
+        `make_context` is not called)."""
+        return make_context(*args) if self.writes else contextlib.nullcontext()
 
     def n_members(self, n_seeds: int) -> int:
         """The stack length of `n_seeds` seeds: the next multiple of the devices (or of --seed_chunk)."""

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, PartitionSpec
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.evaluation import autonomous_outputs
@@ -119,9 +120,11 @@ class SeedProgram:
     horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
     that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
     programs rather than one per horizon.
-    The caller places the stacked seeds (`runtime.Runtime.place_members`: the seed axis sharded
-    over every device). With `seed_chunk` the seeds run in vmapped chunks of that many, one
-    chunk after another inside the program, so its peak memory is that of one chunk.
+    With a `mesh` (`runtime.Runtime.mesh`) every device runs its own shard of the stack
+    (`shard_map`; the caller shards it, `runtime.Runtime.shard`): left to itself XLA's partitioner
+    gathers the whole seed axis onto every device for the FFTs of the loss. With `seed_chunk` the
+    seeds run in vmapped chunks of that many (over all devices), one chunk after another inside
+    the program, so its peak memory is that of one chunk.
     """
 
     graphdef: nnx.GraphDef
@@ -130,6 +133,20 @@ class SeedProgram:
     max_consecutive_skips: int
     rollout: RolloutConfig
     seed_chunk: int = 0
+    mesh: Mesh | None = None
+
+    def _per_device(self, fn, n_mapped: int):
+        """`fn` of (the stack's first `n_mapped` arguments, shared ones), run by each device on its own
+        members (identity without a mesh)."""
+        if self.mesh is None:
+            return fn
+
+        def per_device(*args):
+            specs = (PartitionSpec("seed"),) * n_mapped + (PartitionSpec(),) * (len(args) - n_mapped)
+            return jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=PartitionSpec("seed"),
+                                 check_vma=False)(*args)
+
+        return per_device
 
     @functools.cache
     def _epoch_fn(self, config: StepConfig):
@@ -137,7 +154,8 @@ class SeedProgram:
             _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
-        return jax.jit(chunked_vmap(seed_epoch, self.seed_chunk, n_mapped=3))
+        local_chunk = self.seed_chunk // (self.mesh.size if self.mesh is not None else 1)
+        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=3), n_mapped=3))
 
     @functools.cached_property
     def _compiled(self) -> dict:
@@ -191,7 +209,7 @@ class SeedProgram:
         def outputs(params, x, dxdt):
             return autonomous_outputs(nnx.merge(self.graphdef, params), x, dxdt, self.rollout)
 
-        return jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
+        return jax.jit(self._per_device(jax.vmap(outputs, in_axes=(0, None, None)), n_mapped=1))
 
     def autonomous_outputs(self, states: TrainState, x, dxdt) -> jax.Array:
         """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n), on the
@@ -208,28 +226,17 @@ def select_seeds(tree, indices):
 
 def chunked_vmap(fn, seed_chunk: int, n_mapped: int):
     """`jax.vmap(fn)` over the leading (seed) axis of the first `n_mapped` arguments, the others
-    shared; with `seed_chunk` > 0 the S seeds run as S / seed_chunk vmapped chunks one after
-    another (`lax.map`), so only one chunk's intermediates are live at a time.
-
-    Seed i goes to chunk i % n_chunks, row i // n_chunks: a contiguous block of seeds (one
-    device's shard) then stays on its device in every chunk, and the chunks need no transfers.
-    """
+    shared; with `seed_chunk` > 0 the S seeds run as S / seed_chunk vmapped chunks of consecutive
+    seeds one after another (`lax.map`), so only one chunk's intermediates are live at a time."""
     def mapped(*args):
         batched = jax.vmap(fn, in_axes=(0,) * n_mapped + (None,) * (len(args) - n_mapped))
         members, shared = args[:n_mapped], args[n_mapped:]
         n_seeds = jax.tree_util.tree_leaves(members)[0].shape[0]
         if not seed_chunk or seed_chunk >= n_seeds:
             return batched(*args)
-        n_chunks = n_seeds // seed_chunk
-
-        def to_chunks(a):  # (S, ...) -> (n_chunks, seed_chunk, ...)
-            return jnp.swapaxes(a.reshape(seed_chunk, n_chunks, *a.shape[1:]), 0, 1)
-
-        def from_chunks(a):
-            return jnp.swapaxes(a, 0, 1).reshape(n_seeds, *a.shape[2:])
-
-        chunked = jax.tree_util.tree_map(to_chunks, members)
+        chunked = jax.tree_util.tree_map(lambda a: a.reshape(n_seeds // seed_chunk, seed_chunk, *a.shape[1:]),
+                                         members)
         out = jax.lax.map(lambda chunk: batched(*chunk, *shared), chunked)
-        return jax.tree_util.tree_map(from_chunks, out)
+        return jax.tree_util.tree_map(lambda a: a.reshape(n_seeds, *a.shape[2:]), out)
 
     return mapped
