@@ -21,7 +21,7 @@ from absl import app, flags
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, seed_keys
+from ouroboros_jax.training.seeds import MemberSettings, SeedData, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, versions
@@ -44,7 +44,7 @@ def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -
     program = SeedProgram(model_graphdef(model), make_optimizer(), FLAGS.batch_size, 50,
                           config.rollout, seed_chunk)
     states, progress = init_seeds(model, make_optimizer(), seed_keys(0, range(n_seeds)))
-    compiled = program.compile_epoch(states, progress, data, LossWeights(), tf_var, config)
+    compiled = program.compile_epoch(states, progress, data, MemberSettings(LossWeights(), 1e-3), tf_var, config)
     return {"compile_s": compiled.seconds, "memory_bytes": compiled.memory}
 
 

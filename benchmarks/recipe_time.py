@@ -29,7 +29,7 @@ from ouroboros_jax import train  # noqa: F401  (defines the recipe's flags)
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.run import Setup
-from ouroboros_jax.training.seeds import SeedData, init_seeds, n_batches, seed_keys
+from ouroboros_jax.training.seeds import MemberSettings, SeedData, init_seeds, n_batches, seed_keys
 from synthetic import harmonic_batch
 from timing import device_info, emit, versions
 
@@ -77,7 +77,8 @@ def main() -> None:
         low, high = programs.serves(program_horizon)
         step_s = {}
         for horizon in (low, high):  # the program's settings are those of any of its epochs
-            args = (states, progress, data, config.loss, tf_var, programs.step_config(epochs[0]),
+            settings = MemberSettings(config.loss, config.ic_noise_rms)
+            args = (states, progress, data, settings, tf_var, programs.step_config(epochs[0]),
                     horizon if programs.horizon_is_data else None)
             compiled = program.compile_epoch(*args)
             if compiled is not None:

@@ -22,7 +22,7 @@ from absl import app, flags
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.seeds import SeedData, SeedProgram, init_seeds, seed_keys
+from ouroboros_jax.training.seeds import MemberSettings, SeedData, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, measure, versions
@@ -63,7 +63,7 @@ def main(argv):
     def epoch(seed_ids):
         """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
         states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
-        return lambda: program.run_epoch(states, progress, data, LossWeights(), tf_var, config)
+        return lambda: program.run_epoch(states, progress, data, MemberSettings(LossWeights(), 1e-3), tf_var, config)
 
     separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]
     single = measure(separate_runs[0], jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)

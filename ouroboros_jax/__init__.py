@@ -38,6 +38,7 @@ from ouroboros_jax.training.step import (
     make_optimizer,
     model_graphdef,
     train_step,
+    with_hyperparameters,
 )
 
 __version__ = "0.1.0"
@@ -93,4 +94,5 @@ __all__ = [
     "teacher_acceleration_variance",
     "train_step",
     "warmup_weights",
+    "with_hyperparameters",
 ]

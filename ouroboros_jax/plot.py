@@ -26,6 +26,7 @@ from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.logbook import console
 from ouroboros_jax.training.outputs import write_png
+from ouroboros_jax.training.records import member_folder
 from ouroboros_jax.training.run import RUN_INFO
 from ouroboros_jax.training.trained import TrainedRun, load_run
 
@@ -111,10 +112,12 @@ def loss_curves(run_dir, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarra
     if not info_path.is_file():
         raise InputError(f"{run_dir}: no {RUN_INFO}; --run=label:run_dir takes the --out_dir of a training run")
     info = json.loads(info_path.read_text())
-    scalars = read_scalars(run_dir / f"seed{seed}")
+    if seed not in info["seeds"]:
+        raise InputError(f"--seed={seed}: the run's seeds are {info['seeds']}")
+    folder = run_dir / member_folder(info, seed)
+    scalars = read_scalars(folder)
     if not scalars:
-        raise InputError(f"--seed={seed}: {run_dir / f'seed{seed}'} holds no TensorBoard scalars; the run's seeds "
-                         f"are {info['seeds']}")
+        raise InputError(f"--seed={seed}: {folder} holds no TensorBoard scalars; the run's seeds are {info['seeds']}")
     return epoch_means(scalars, info["batches_per_epoch"])
 
 

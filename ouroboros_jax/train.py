@@ -21,6 +21,7 @@ from ouroboros_jax.training.config import LR_SCHEDULES, RunConfig
 from ouroboros_jax.training.runtime import MATMUL_PRECISIONS, join_processes
 from ouroboros_jax.training.run import resume_advice, train_and_evaluate
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
+from ouroboros_jax.training.sweep import SWEEPABLE, parse_sweep
 
 # The reference's --rollout-backend values: ways to run its one RK4 loop, which here is one lax.scan.
 REFERENCE_ROLLOUT_BACKENDS = ("eager", "compile", "cudagraph")
@@ -94,6 +95,8 @@ flags.DEFINE_integer("cull_keep", 2, "Seeds kept by culling.")
 flags.DEFINE_integer("save_freq", 5, "Checkpoint every this many epochs (and at the end).")
 flags.DEFINE_integer("max_saved", 60, "Checkpoints kept.")
 flags.DEFINE_integer("seed", 1234, "Seed of the file split, the sampler and the model seeds.")
+flags.DEFINE_multi_string("sweep", [], f"NAME=v1,v2,...: train every combination of the swept values times --n_seeds "
+                          f"seeds as members of one program (repeatable; NAME one of {', '.join(SWEEPABLE)}).")
 flags.DEFINE_integer("max_consecutive_skips", 50, "A seed that skips this many steps in a row is stopped.")
 flags.DEFINE_string("compilation_cache_dir", default_cache_dir(),
                     "Folder of JAX's persistent compilation cache, so a repeated or resumed run compiles nothing "
@@ -162,8 +165,8 @@ def config_from_flags() -> RunConfig:
         bound_x=FLAGS.bound_x, bound_v=FLAGS.bound_v, clamp_stages=FLAGS.clamp_stages, unroll=FLAGS.unroll,
         rollout_backend=backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol,
         loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
-        max_consecutive_skips=FLAGS.max_consecutive_skips, matmul_precision=FLAGS.matmul_precision,
-        seed_chunk=FLAGS.seed_chunk, media_seeds=FLAGS.media_seeds,
+        max_consecutive_skips=FLAGS.max_consecutive_skips, sweep=parse_sweep(FLAGS.sweep),
+        matmul_precision=FLAGS.matmul_precision, seed_chunk=FLAGS.seed_chunk, media_seeds=FLAGS.media_seeds,
     )
 
 

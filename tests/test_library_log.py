@@ -52,3 +52,15 @@ def test_an_unwritable_log_file_prints_no_traceback(tmp_path, capsys):
         logging.getLogger("absl").handle(_record("/site-packages/orbax/x.py", "Waiting for previous save"))
     assert capsys.readouterr().err == ""
     assert not missing.exists()
+
+
+def test_a_log_file_that_fills_the_disk_fails_quietly_at_close(tmp_path, capsys, monkeypatch):
+    with terminal(), libraries_logged_to(tmp_path):
+        logging.getLogger("absl").handle(_record("/site-packages/orbax/x.py", "Waiting for previous save"))
+        handler = logging.getLogger().handlers[-1]
+
+        def full_disk():
+            raise OSError(27, "File too large")
+
+        monkeypatch.setattr(handler.stream, "flush", full_disk)  # the buffered line cannot be written out
+    assert capsys.readouterr().err == ""

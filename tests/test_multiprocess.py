@@ -114,7 +114,7 @@ def test_padding_members_are_inactive_and_never_reported(runs):
     rows, rows_of_4 = _rows(padded), _rows(one)
     assert [r["seed"] for r in rows] == ["0", "1", "2"] and rows == rows_of_4[:3]
     manifest = json.loads((padded / "selected_model.json").read_text())
-    assert manifest["n_members"] == 4 and manifest["n_seeds"] == 3
+    assert manifest["n_stacked"] == 4 and manifest["n_seeds"] == 3
     order = rank_seeds(np.array([float(r["val_autonomy"]) for r in rows]),
                        np.array([float(r["val_bounded_frac"]) for r in rows]))
     assert manifest["selected_seed"] == int(rows[order[0]]["seed"])

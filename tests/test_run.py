@@ -321,6 +321,7 @@ def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
     (["--matmul_precision=tf32"], "flag --matmul_precision=tf32: value should be one of <highest|default>"),
     (["--coordinator_address=localhost:1"], "--coordinator_address=localhost:1: needs --num_processes and "
                                             "--process_id"),
+    (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
     result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={tmp_path / 'bad'}", *flags)
@@ -362,7 +363,7 @@ def test_docs_cli_gives_every_training_flag_with_its_default():
     for name, default in re.findall(r"^\| `--(\w+)`[^|]*\| ([^|]*) \|", section, re.M):
         text = default.strip().strip("`")
         words = {"required": None, "none": None, "on": True, "off": False, "all": "", "beside the recordings": None,
-                 "the user's cache folder": default_cache_dir()}
+                 "the user's cache folder": default_cache_dir(), "no sweep": []}
         documented[name] = words[text] if text in words else text
     assert set(documented) == set(defaults)
 

@@ -20,13 +20,13 @@ from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.training.runtime import Runtime, inactive_padding, matmul_precision, pad_members, unpadded
 from ouroboros_jax.training.seeds import SeedProgress, init_seeds, seed_keys
 from ouroboros_jax.training.step import Batch, train_step
-from tests.test_seeds import OPTIMIZER, STEP, TINY, program, synthetic_data
+from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
 
 
 def test_members_pad_to_the_devices_or_the_seed_chunk(monkeypatch):
     monkeypatch.setattr(Runtime, "n_devices", property(lambda self: 4))
-    assert [Runtime().n_members(n) for n in (1, 3, 4, 5, 8)] == [4, 4, 4, 8, 8]
-    assert [Runtime(seed_chunk=8).n_members(n) for n in (1, 8, 9)] == [8, 8, 16]
+    assert [Runtime().n_stacked(n) for n in (1, 3, 4, 5, 8)] == [4, 4, 4, 8, 8]
+    assert [Runtime(seed_chunk=8).n_stacked(n) for n in (1, 8, 9)] == [8, 8, 16]
     assert Runtime(seed_chunk=8).chunks(16) == 2 and Runtime().chunks(16) == 1
     assert Runtime().members_line(3) == "3 seeds sharded over 4 devices, padded with 1 inactive members to 4"
     assert Runtime(seed_chunk=4).members_line(8) == "8 seeds sharded over 4 devices, 2 chunks of 4 one after another"
@@ -53,7 +53,7 @@ def test_inactive_padding_members_never_change():
     prog = program()
     states, progress = init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0, 1]))
     progress = SeedProgress(np.array([True, False]), np.asarray(progress.skip_run))
-    trained, after, _, ran = prog.run_epoch(states, progress, synthetic_data(), LossWeights(), 1e-3, STEP)
+    trained, after, _, ran = prog.run_epoch(states, progress, synthetic_data(), SETTINGS, 1e-3, STEP)
     assert not np.asarray(ran)[1].any() and not bool(np.asarray(after.active)[1])
     for a, b in zip(jax.tree_util.tree_leaves(trained.params), jax.tree_util.tree_leaves(states.params)):
         np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[1])
@@ -89,7 +89,7 @@ def test_the_matmul_precision_reaches_every_product_of_the_training_step(precisi
 
 def test_the_run_records_its_matmul_precision(tiny_run):
     run_dir, manifest = tiny_run
-    assert manifest["matmul_precision"] == "highest" and manifest["n_members"] == 2
+    assert manifest["matmul_precision"] == "highest" and manifest["n_stacked"] == 2
     assert json.loads((run_dir / "run.json").read_text())["config"]["matmul_precision"] == "highest"
 
 
@@ -102,17 +102,16 @@ def test_on_several_devices_each_trains_its_own_seeds_without_collectives(tmp_pa
         import dataclasses, json, re, sys
         sys.path.insert(0, {str(pathlib.Path(__file__).parent.parent)!r})
         import jax
-        from ouroboros_jax.losses import LossWeights
         from ouroboros_jax.training.runtime import Runtime
         from ouroboros_jax.training.seeds import init_seeds, seed_keys
-        from tests.test_seeds import OPTIMIZER, STEP, TINY, program, synthetic_data
+        from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
         assert jax.device_count() == 4
         runtime, report = Runtime(seed_chunk=4), {{}}
         for chunk in (0, 4):
             prog = dataclasses.replace(program(seed_chunk=chunk), mesh=runtime.mesh)
             states, progress = runtime.shard(runtime.fetch(init_seeds(TINY, OPTIMIZER, seed_keys(1, range(8)))))
             compiled = prog.compile_epoch(states, progress, runtime.replicate(runtime.fetch(synthetic_data())),
-                                          LossWeights(), 1e-3, STEP)
+                                          SETTINGS, 1e-3, STEP)
             text = compiled.executable.as_text()
             report[chunk] = {{"collectives": sorted(set(re.findall(
                 r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", text))),

@@ -16,6 +16,7 @@ from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.seeds import (
+    MemberSettings,
     SeedData,
     SeedProgram,
     epoch_batches,
@@ -33,6 +34,7 @@ TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2
 # within a few Adam steps (measured: 7e-3 at H = 96 and amplitude 0.3 after 6 steps, 3e-8 here).
 STEP = StepConfig(horizon=32, stft_configs=((16, 4), (32, 8)))
 OPTIMIZER = make_optimizer(1e-3, 5.0)
+SETTINGS = MemberSettings(LossWeights(), 1e-3)
 
 
 def synthetic_data(n=12, length=128, seed=0) -> SeedData:
@@ -57,7 +59,7 @@ def train(seed_ids, epochs=2, poison=None, max_consecutive_skips=50, seed_chunk=
         bias[...] = bias[...].at[poison, 0].set(jnp.nan)
     data, all_metrics = synthetic_data(), []
     for _ in range(epochs):
-        states, progress, metrics, ran = prog.run_epoch(states, progress, data, LossWeights(), 1e-3, STEP)
+        states, progress, metrics, ran = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
         all_metrics.append((metrics, ran))
     return states, progress, all_metrics
 
@@ -86,7 +88,7 @@ def test_every_segment_is_used_once_per_epoch_in_an_order_of_each_seed_and_epoch
             np.testing.assert_array_equal(np.sort(flat[:13]), np.arange(13))  # every segment once
             np.testing.assert_array_equal(flat[13:], flat[:3])  # the last batch is filled from the start
             orders.append(tuple(flat[:13]))
-        states, progress, _, _ = prog.run_epoch(states, progress, data, LossWeights(), 1e-3, STEP)
+        states, progress, _, _ = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
     assert len(set(orders)) == 4  # each seed draws its own order, and a new one every epoch
 
 
@@ -148,7 +150,7 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
             place = runtime.shard if sharded else runtime.replicate
             states, progress = place(runtime.fetch(init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0, 1, 2, 3]))))
             data = runtime.replicate(runtime.fetch(synthetic_data()))
-            states, progress, _, _ = prog.run_epoch(states, progress, data, LossWeights(), 1e-3, STEP)
+            states, progress, _, _ = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
             leaf = states.params["kernel_head"]["kernel"][...]
             assert leaf.sharding.spec == (PartitionSpec("seed") if sharded else PartitionSpec()), leaf.sharding
             results.append([np.asarray(a) for a in jax.tree_util.tree_leaves(states.params)])

@@ -11,6 +11,7 @@ from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.runtime import MATMUL_PRECISIONS
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
+from ouroboros_jax.training.sweep import SWEEPABLE, n_members
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -56,6 +57,7 @@ class RunConfig:
     loss_mode: str = "spectral_rollout"
     lam: float = 1.068
     max_consecutive_skips: int = 50
+    sweep: tuple = ()  # ((name, (values...)), ...): `ouroboros_jax.training.sweep`
     matmul_precision: str = "highest"
     # How the run uses the machine and what it logs, not what it computes: not checked on resume.
     seed_chunk: int = 0
@@ -77,8 +79,12 @@ class RunConfig:
         check(self.data.n_val_vocs >= 1, "n_val_vocs", self.data.n_val_vocs,
               "seeds are culled and selected by their score on the validation vocalisations: at least 1 is needed")
         check(0 <= self.cull_frac < 1, "cull_frac", self.cull_frac, "must be in [0, 1); 0 disables culling")
-        check(self.cull_frac == 0 or 1 <= self.cull_keep < self.n_seeds, "cull_keep", self.cull_keep,
-              f"culling (--cull_frac={self.cull_frac}) must keep between 1 and --n_seeds-1={self.n_seeds - 1} seeds")
+        check(all(name in SWEEPABLE for name, _ in self.sweep), "sweep", self.sweep,
+              f"only {', '.join(SWEEPABLE)} can be swept")
+        members = "members (seeds times swept settings)" if self.sweep else "seeds"
+        check(self.cull_frac == 0 or 1 <= self.cull_keep < self.n_members, "cull_keep", self.cull_keep,
+              f"culling (--cull_frac={self.cull_frac}) must keep between 1 and {self.n_members - 1} of the run's "
+              f"{self.n_members} {members}")
         check(not self.culling or self.cull_epoch < self.n_epochs, "cull_frac", self.cull_frac,
               f"culls after epoch {self.cull_epoch} of --n_epochs={self.n_epochs}, which leaves no epoch to train the "
               "kept seeds; lower --cull_frac or raise --n_epochs")
@@ -103,8 +109,13 @@ class RunConfig:
               "needs positive n_fft,hop pairs")
 
     @property
+    def n_members(self) -> int:
+        """The stack's length: --n_seeds times the swept combinations."""
+        return n_members(self.sweep, self.n_seeds)
+
+    @property
     def culling(self) -> bool:
-        return 0 < self.cull_frac < 1 and self.cull_keep < self.n_seeds
+        return 0 < self.cull_frac < 1 and self.cull_keep < self.n_members
 
     @property
     def cull_epoch(self) -> int:
@@ -118,6 +129,7 @@ class RunConfig:
         f["model"] = ModelConfig(**f["model"])
         f["loss"] = LossWeights(*f["loss"])
         f["spec_configs"] = tuple(map(tuple, f["spec_configs"]))
+        f["sweep"] = tuple((name, tuple(values)) for name, values in f.get("sweep", ()))
         return cls(**f, out_dir=out_dir, n_epochs=n_epochs)
 
     def fingerprint(self) -> dict:

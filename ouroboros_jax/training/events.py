@@ -11,10 +11,8 @@ import numpy as np
 from tensorboardX.proto import event_pb2
 
 
-def read_scalars(seed_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """tag -> (steps, values) of every scalar in a seed's event files, in file and write order."""
-    steps: dict[str, list[int]] = {}
-    values: dict[str, list[float]] = {}
+def read_events(seed_dir):
+    """Every complete `Event` in a seed's event files, in file and write order."""
     for path in sorted(pathlib.Path(seed_dir).glob("events.out.tfevents.*")):
         data = path.read_bytes()
         offset = 0
@@ -23,10 +21,17 @@ def read_scalars(seed_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             end = offset + 12 + length
             if end + 4 > len(data):
                 break  # a partly written record
-            event = event_pb2.Event.FromString(data[offset + 12 : end])
+            yield event_pb2.Event.FromString(data[offset + 12 : end])
             offset = end + 4
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    steps.setdefault(value.tag, []).append(event.step)
-                    values.setdefault(value.tag, []).append(value.simple_value)
+
+
+def read_scalars(seed_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """tag -> (steps, values) of every scalar in a seed's event files, in file and write order."""
+    steps: dict[str, list[int]] = {}
+    values: dict[str, list[float]] = {}
+    for event in read_events(seed_dir):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                steps.setdefault(value.tag, []).append(event.step)
+                values.setdefault(value.tag, []).append(value.simple_value)
     return {tag: (np.asarray(steps[tag]), np.asarray(values[tag])) for tag in steps}

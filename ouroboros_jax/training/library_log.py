@@ -4,8 +4,8 @@ Orbax, absl, JAX and Python's `warnings` report through the `logging` module ("W
 previous save to complete ...", deprecation notices): useful when something goes wrong, noise
 in the run's progress. While a run trains, the handlers already there (absl's, on the terminal)
 pass only records emitted by this package's modules, and a file handler in the run directory
-receives every record (ours too, so the file is the whole story). A log file that cannot be written (a full disk) is given
-up silently: the run reports its own write errors where they matter.
+receives every record (ours too, so the file is the whole story). A log file that cannot be
+written (a full disk) is given up silently: the run reports its own write errors where they matter.
 """
 
 import contextlib
@@ -28,12 +28,12 @@ class _QuietFileHandler(logging.FileHandler):
         with contextlib.suppress(Exception):  # the delayed open happens outside FileHandler's own guard
             super().emit(record)
 
+    def close(self):
+        with contextlib.suppress(OSError):  # flushing what a full disk refused fails again
+            super().close()
+
     def handleError(self, record):
         pass
-
-    def close(self):
-        with contextlib.suppress(OSError):  # the final flush fails on a full disk too
-            super().close()
 
 
 @contextlib.contextmanager

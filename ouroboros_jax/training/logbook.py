@@ -1,6 +1,7 @@
 """What a run reports while it trains: TensorBoard scalars per seed and a line per epoch.
 
-TensorBoard (`<out_dir>/seed<k>/`), at global step epoch * batches_per_epoch + batch:
+TensorBoard (`<out_dir>/seed<k>/`; a sweep's members under their names, `sweep.member_name`, with
+their settings in the HPARAMS tab), at global step epoch * batches_per_epoch + batch:
 Loss/spec, Loss/tf, Loss/env (if --lam_env > 0), Loss/env_log (if --lam_env_log > 0),
 Loss/total, Train/H, Train/lam_spec_t, Train/lam_env_t, Train/lam_env_log_t, Train/grad_norm,
 Health/rms_ratio (rollout RMS / target RMS: near 0 means the rollout collapsed to silence) and
@@ -31,6 +32,7 @@ from ouroboros_jax.errors import WriteError
 from ouroboros_jax.evaluation import correct, rank_seeds
 from ouroboros_jax.figures import specgram_figure
 from ouroboros_jax.training.runtime import writes
+from ouroboros_jax.training.sweep import member_name, member_seed, member_settings, values_of
 
 STEP_SCALARS = {
     "Loss/spec": "spec", "Loss/tf": "tf", "Loss/env": "env", "Loss/env_log": "env_log", "Loss/total": "total",
@@ -101,6 +103,11 @@ class EventFile:
         """A matplotlib figure as a PNG image (the figure is closed)."""
         self._add(summary.image(tag, figure_to_image(figure, close=True), dataformats="CHW"), step)
 
+    def hparams(self, settings: dict, metrics) -> None:
+        """Records hyperparameters and the tags of the scalars they are judged by (tensorboardX hparams)."""
+        for value in summary.hparams(settings, dict.fromkeys(metrics, 0.0)):
+            self._add(value, 0)
+
     def flush(self) -> None:
         self._write(self._events.flush)
 
@@ -115,8 +122,9 @@ class Logbook:
         self._out_dir, self._config, self._batches, self._writes = out_dir, config, batches_per_epoch, writes
         self._writers: dict[int, EventFile] = {}
         deer, mse = config.rollout_backend == "deer", config.loss_mode == "mse_accel"
-        skipped_terms = {"Loss/env": config.loss.lam_env <= 0, "Loss/env_log": config.loss.lam_env_log <= 0,
-                         "Train/lam_env_log_t": config.loss.lam_env_log <= 0, "Train/deer_iterations": not deer,
+        no_env, no_env_log = (max(values_of(config, name)) <= 0 for name in ("lam_env", "lam_env_log"))
+        skipped_terms = {"Loss/env": no_env, "Loss/env_log": no_env_log,
+                         "Train/lam_env_log_t": no_env_log, "Train/deer_iterations": not deer,
                          "Train/deer_fallbacks": not deer, **dict.fromkeys(HEALTH_SCALARS, mse)}
         self._scalars = {tag: field for tag, field in STEP_SCALARS.items() if not skipped_terms.get(tag, False)}
 
@@ -132,7 +140,11 @@ class Logbook:
 
     def _writer(self, seed_id: int) -> EventFile:
         if seed_id not in self._writers:
-            self._writers[seed_id] = EventFile(self._out_dir / f"seed{seed_id}")
+            writer = EventFile(self._out_dir / member_name(self._config, seed_id))
+            if self._config.sweep:  # TensorBoard's HPARAMS tab: the member's settings against its scores
+                hparams = {**member_settings(self._config, seed_id), "seed": member_seed(seed_id, self._config.n_seeds)}
+                writer.hparams(hparams, ("Val/autonomy", *(f"Val/{name}" for name in VAL_SCALARS)))
+            self._writers[seed_id] = writer
         return self._writers[seed_id]
 
     def epoch(self, epoch: int, seed_ids, metrics, ran: np.ndarray, scores, active: np.ndarray, seconds: list,

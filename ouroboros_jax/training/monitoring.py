@@ -34,6 +34,7 @@ from ouroboros_jax.errors import InputError
 from ouroboros_jax.training.checkpoints import completed_epochs
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import write_json
+from ouroboros_jax.training.records import member_folder
 from ouroboros_jax.training.run import MANIFEST, RUN_INFO
 
 STATE_FILE = "monitor_state.json"
@@ -227,9 +228,9 @@ def observe(run_dir, seed: int, now: float | None = None) -> Observations:
         raise InputError(f"--seed={seed}: the run has seeds {info['seeds']}")
     now = time.time() if now is None else now
     bpe, n_epochs = int(info["batches_per_epoch"]), int(info["n_epochs"])
-    seed_dir = run_dir / f"seed{seed}"
+    seed_dir = run_dir / member_folder(info, seed)
     has_events = any(seed_dir.glob("events.out.tfevents.*"))
-    newest = max((p.stat().st_mtime for p in run_dir.glob("seed*/events.out.tfevents.*")), default=None)
+    newest = max((p.stat().st_mtime for p in run_dir.glob("*/events.out.tfevents.*")), default=None)
     scalars = {tag: _by_step(*pair) for tag, pair in read_scalars(seed_dir).items()} if has_events else {}
     empty = (np.zeros(0, int), np.zeros(0))
     spec_steps, spec = scalars.get("Loss/spec", empty)

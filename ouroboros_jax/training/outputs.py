@@ -86,11 +86,13 @@ def write_table(path: pathlib.Path, columns: tuple[str, ...], rows: list[tuple])
 
 
 def write_seed_cv(path: pathlib.Path, rows: list[dict]) -> None:
-    """One row per seed (finished, culled and diverged ones), columns `SEED_CV_COLUMNS`."""
+    """One row per seed (finished, culled and diverged ones), columns `SEED_CV_COLUMNS`; a sweep's
+    rows (one per member) lead with the member's index and swept settings."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SEED_CV_COLUMNS, lineterminator="\n")
+    leading = dict.fromkeys(k for row in rows for k in row if k not in SEED_CV_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=[*leading, *SEED_CV_COLUMNS], lineterminator="\n")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: r["seed"]):
+    for row in sorted(rows, key=lambda r: r.get("member", r["seed"])):
         writer.writerow({k: ("" if v is None else v) for k, v in strict_json(row).items()})
     _write_atomic(path, buffer.getvalue().encode())
 

@@ -16,6 +16,7 @@ from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.step import StepConfig
+from ouroboros_jax.training.sweep import values_of
 
 
 @dataclasses.dataclass
@@ -31,10 +32,14 @@ class EpochPrograms:
         c = self.config
         horizons = distinct_horizons(c.n_epochs, c.h_min, c.h_max, c.h_schedule)
         if self.horizon_is_data:
-            env_sigma = self.env_sigma if (c.loss.lam_env > 0 or c.loss.lam_env_log > 0) else None
+            env_sigma = self.env_sigma if (self.uses("lam_env") or self.uses("lam_env_log")) else None
             self._program_horizon = program_horizons(horizons, c.spec_configs, env_sigma)
         else:
             self._program_horizon = {h: h for h in horizons}
+
+    def uses(self, weight: str) -> bool:
+        """Whether some member of the run gives loss term `weight` (e.g. "lam_env") a positive weight."""
+        return max(values_of(self.config, weight)) > 0
 
     @property
     def horizon_is_data(self) -> bool:
@@ -58,8 +63,8 @@ class EpochPrograms:
         return StepConfig(
             horizon=self._program_horizon[self.horizon(epoch)], loss_mode=c.loss_mode,
             stft_configs=tuple(map(tuple, c.spec_configs)), env_sigma=self.env_sigma, env_log_eps=c.env_log_eps,
-            use_env=c.loss.lam_env > 0, use_env_log=c.loss.lam_env_log > 0, ic_noise_rms=c.ic_noise_rms,
-            rollout=self.rollout, penalty_lam=c.lam if c.loss_mode == "mse_accel" else None,
+            use_env=self.uses("lam_env"), use_env_log=self.uses("lam_env_log"), rollout=self.rollout,
+            penalty_lam=c.lam if c.loss_mode == "mse_accel" else None,
             rollout_backend=c.rollout_backend, deer_max_iter=c.deer_max_iter, deer_tol=c.deer_tol,
         )
 

@@ -16,16 +16,24 @@ import optax
 
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
+from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
 
 
 def run_info(config, sample_rate, batches_per_epoch, n_segments, **extra) -> dict:
     """The content of run.json: what tools need to read the run (`trained.load_run`, `monitor`, `plot`)."""
     return {"config": config.fingerprint(), "n_epochs": config.n_epochs, "batches_per_epoch": batches_per_epoch,
-            "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_seeds)),
+            "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_members)),
+            "member_names": [member_name(config, k) for k in range(config.n_members)],
             "cull_epoch": config.cull_epoch if config.culling else None, **extra}
 
 
-def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict, n_members: int) -> dict:
+def member_folder(info: dict, seed_id: int) -> str:
+    """The TensorBoard folder of seed (member) `seed_id` of the run whose run.json is `info`."""
+    names = info.get("member_names")  # absent from runs made before sweeps
+    return names[info["seeds"].index(seed_id)] if names else f"seed{seed_id}"
+
+
+def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict, n_stacked: int) -> dict:
     """The bookkeeping saved with each checkpoint.
 
     Args:
@@ -34,19 +42,19 @@ def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict, n_
       rows: seed_cv.csv rows of the seeds removed from the stack so far (culled ones).
       stopped: seed id -> the epoch after which it was stopped as diverged.
       skips: seed id -> skipped (non-finite) steps so far.
-      n_members: the length of the saved stack: the seeds, then inactive padding members
-        (`runtime.Runtime.n_members`).
+      n_stacked: the length of the saved stack: the seeds, then inactive padding members
+        (`runtime.Runtime.n_stacked`).
     """
     return {"seed_ids": list(seed_ids), "rows": rows, "stopped": stopped, "skips": skips,
-            "config": config.fingerprint(), "n_epochs": config.n_epochs, "n_members": n_members}
+            "config": config.fingerprint(), "n_epochs": config.n_epochs, "n_stacked": n_stacked}
 
 
 def read_checkpoint_meta(meta: dict) -> tuple[list, list, dict, dict, int]:
-    """(seed_ids, rows, stopped, skips, n_members) of `checkpoint_meta`; JSON keeps dict keys as strings."""
+    """(seed_ids, rows, stopped, skips, n_stacked) of `checkpoint_meta`; JSON keeps dict keys as strings."""
     stopped = {int(k): v for k, v in meta["stopped"].items()}
     skips = {int(k): v for k, v in meta.get("skips", {}).items()}  # absent before skip counts were kept
     # A checkpoint from before the padding holds exactly its seeds.
-    return meta["seed_ids"], meta["rows"], stopped, skips, meta.get("n_members", len(meta["seed_ids"]))
+    return meta["seed_ids"], meta["rows"], stopped, skips, meta.get("n_stacked", len(meta["seed_ids"]))
 
 
 def check_resumable(out_dir: pathlib.Path, config, meta: dict, completed: int) -> None:
@@ -82,9 +90,11 @@ def _first_difference(saved, now, prefix=""):
     return "" if saved == now else f"{prefix.rstrip('.')}: {saved!r} then, {now!r} now"
 
 
-def seed_row(seed_id, score, breakdown, ckpt, status, stopped_epoch, skipped_steps) -> dict:
-    """One row of seed_cv.csv (`outputs.SEED_CV_COLUMNS`)."""
-    return {"seed": int(seed_id), "val_autonomy": score, "ckpt": ckpt,
+def seed_row(config, seed_id, score, breakdown, ckpt, status, stopped_epoch, skipped_steps) -> dict:
+    """One row of seed_cv.csv (`outputs.SEED_CV_COLUMNS`); in a sweep led by the member's index and
+    swept settings, its "seed" then being the member's seed."""
+    sweep = {"member": int(seed_id), **member_settings(config, seed_id)} if config.sweep else {}
+    return {**sweep, "seed": member_seed(seed_id, config.n_seeds), "val_autonomy": score, "ckpt": ckpt,
             **{f"val_{k}": breakdown[k] for k in ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac",
                                                    "cold_start", "rescale")},
             "status": status, "stopped_epoch": stopped_epoch, "skipped_steps": int(skipped_steps)}
@@ -126,8 +136,9 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
         "grad_clip": config.grad_clip, "batch_size": config.batch_size, "seed": d.seed, "bound_x": config.bound_x,
         "bound_v": config.bound_v, "clamp_stages": config.clamp_stages, "loss_mode": config.loss_mode,
         "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
-        "max_consecutive_skips": config.max_consecutive_skips, "matmul_precision": config.matmul_precision,
-        "seed_chunk": config.seed_chunk, "media_seeds": config.media_seeds,
+        "max_consecutive_skips": config.max_consecutive_skips, "sweep": [[k, list(v)] for k, v in config.sweep],
+        "n_members": config.n_members,
+        "matmul_precision": config.matmul_precision, "seed_chunk": config.seed_chunk, "media_seeds": config.media_seeds,
         "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": _versions(),
         "device": device, "command": sys.argv,
     }

@@ -42,18 +42,29 @@ from ouroboros_jax.training.records import (
     run_info,
     seed_row,
 )
-from ouroboros_jax.training.runtime import Runtime, inactive_padding, matmul_precision, pad_members, unpadded
-from ouroboros_jax.training.seeds import SeedData, SeedProgram, SeedProgress, init_seeds, n_batches, seed_keys, select_seeds
+from ouroboros_jax.training.runtime import (
+    Runtime,
+    inactive_padding,
+    matmul_precision,
+    pad_ids,
+    pad_members,
+    unpadded,
+)
+from ouroboros_jax.training.seeds import (
+    MemberSettings,
+    SeedData,
+    SeedProgram,
+    SeedProgress,
+    init_seeds,
+    n_batches,
+    seed_keys,
+    select_seeds,
+)
+from ouroboros_jax.training.sweep import member_loss_weights, member_name, member_seed, member_settings, member_values
 from ouroboros_jax.training.step import TrainState, make_optimizer, model_graphdef
 
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
 SPECGRAM = "selected_specgram.png"
-
-
-def _learning_rate(config: RunConfig, steps_per_epoch: int):
-    if config.lr_schedule == "cosine":
-        return optax.cosine_decay_schedule(config.lr, config.n_epochs * steps_per_epoch)
-    return config.lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,26 +83,34 @@ class Setup:
               runtime: Runtime | None = None) -> "Setup":
         runtime = runtime or Runtime(config.seed_chunk)
         model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
-        optimizer = make_optimizer(_learning_rate(config, steps_per_epoch), config.grad_clip)
+        decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
+        optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps)
         rollout = RolloutConfig(step_size=1.0 / model.time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
                                 clamp_stages=config.clamp_stages, unroll=config.unroll)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)
         return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
 
-    def restore(self, checkpoints: Checkpoints, epoch: int, seed: int, seed_ids,
-                n_members: int) -> tuple[TrainState, SeedProgress]:
-        """The stacked states of `seed_ids` saved at `epoch` in a stack of `n_members` (with its
-        padding, whatever the device count was), on the host without the padding (`place` them)."""
-        members = list(seed_ids) + [seed_ids[0]] * (n_members - len(seed_ids))
-        like = jax.eval_shape(lambda: init_seeds(self.model, self.optimizer, seed_keys(seed, members)))
+    def init(self, config: RunConfig, seed_ids) -> tuple[TrainState, SeedProgress]:
+        """Fresh stacked states of the members `seed_ids`: each with its seed's key and its own
+        learning rate and clip (`sweep`)."""
+        keys = seed_keys(config.data.seed, [member_seed(k, config.n_seeds) for k in seed_ids])
+        return init_seeds(self.model, self.optimizer, keys, learning_rate=member_values(config, seed_ids, "lr"),
+                          grad_clip=member_values(config, seed_ids, "grad_clip"))
+
+    def restore(self, checkpoints: Checkpoints, epoch: int, config: RunConfig, seed_ids,
+                n_stacked: int | None = None) -> tuple[TrainState, SeedProgress]:
+        """The stacked states of `seed_ids` saved at `epoch` in a stack of `n_stacked` (with its
+        padding, whatever the device count was; None: no padding), on the host without the padding
+        (`place` them)."""
+        like = jax.eval_shape(lambda: self.init(config, pad_ids(seed_ids, n_stacked or len(seed_ids))))
         restored = checkpoints.restore(epoch, self.runtime.replicated_like(like))
         return unpadded(self.runtime.fetch(restored), len(seed_ids))
 
     def place(self, states: TrainState, progress: SeedProgress) -> tuple[TrainState, SeedProgress]:
-        """The (host) stack of the real seeds, padded with inactive members and sharded over the devices."""
-        n_real, n_members = progress.active.shape[0], self.runtime.n_members(progress.active.shape[0])
-        states, progress = pad_members(self.runtime.fetch((states, progress)), n_members)
+        """The (host) stack of the real members, padded with inactive ones and sharded over the devices."""
+        n_real, n_stacked = progress.active.shape[0], self.runtime.n_stacked(progress.active.shape[0])
+        states, progress = pad_members(self.runtime.fetch((states, progress)), n_stacked)
         progress = progress._replace(active=inactive_padding(progress.active, n_real))
         return self.runtime.shard((states, progress))
 
@@ -154,7 +173,7 @@ def _cull(config: RunConfig, epoch: int, seeds: Seeds, scores, active: np.ndarra
     for k in sorted(set(range(len(seeds.seed_ids))) - set(keep)):
         seed_id = seeds.seed_ids[k]
         status = "diverged" if seed_id in seeds.stopped else "culled"
-        seeds.rows.append(seed_row(seed_id, *scores[k], f"checkpoints/{epoch}", status,
+        seeds.rows.append(seed_row(config, seed_id, *scores[k], f"checkpoints/{epoch}", status,
                                    seeds.stopped.get(seed_id, epoch), seeds.skips.get(seed_id, 0)))
     console("culling after epoch %d: keeping seeds %s", epoch, [seeds.seed_ids[k] for k in keep])
     return keep
@@ -203,7 +222,7 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
     sample_rate = data.sample_rate
     steps_per_epoch = n_batches(len(data.x), config.batch_size)
     setup = Setup.build(config, sample_rate, steps_per_epoch, runtime)
-    console(runtime.members_line(config.n_seeds))
+    console(runtime.members_line(config.n_members))
     train_set = runtime.replicate(training_set(data, setup.model.time_scale))
     tf_var = teacher_acceleration_variance(data.d2x.astype(np.float64) * setup.model.time_scale**2)
     val_dxdt = first_derivative(data.val_vocalisations)
@@ -224,13 +243,13 @@ def _start(config: RunConfig, out_dir: pathlib.Path, setup: Setup, checkpoints: 
         if (out_dir / RUN_INFO).exists():
             console("no complete checkpoint in %s (the run before ended before its first, after --save_freq "
                     "epochs): training starts again from epoch 0", out_dir)
-        seed_ids = list(range(config.n_seeds))
-        states, progress = setup.place(*init_seeds(setup.model, setup.optimizer, seed_keys(config.data.seed, seed_ids)))
+        seed_ids = list(range(config.n_members))
+        states, progress = setup.place(*setup.init(config, seed_ids))
         return Seeds(states, progress, seed_ids, [], {}, {}, 0)
     meta = checkpoints.meta(start)
     check_resumable(out_dir, config, meta, start)
-    seed_ids, rows, stopped, skips, n_members = read_checkpoint_meta(meta)
-    states, progress = setup.place(*setup.restore(checkpoints, start, config.data.seed, seed_ids, n_members))
+    seed_ids, rows, stopped, skips, n_stacked = read_checkpoint_meta(meta)
+    states, progress = setup.place(*setup.restore(checkpoints, start, config, seed_ids, n_stacked))
     console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
     return Seeds(states, progress, seed_ids, rows, stopped, skips, start)
 
@@ -256,9 +275,12 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
                                                                                             seeds.progress)), keep))
             seeds.seed_ids = [seeds.seed_ids[k] for k in keep]
             console(runtime.members_line(len(keep)))
-        weights = warmup_weights(epoch, config.loss, config.spec_warmup_epochs, config.env_warmup_epochs)
+        stacked = pad_ids(seeds.seed_ids, seeds.progress.active.shape[0])  # the padding's settings are its copy's
+        settings = MemberSettings(
+            warmup_weights(epoch, member_loss_weights(config, stacked), config.spec_warmup_epochs,
+                           config.env_warmup_epochs), member_values(config, stacked, "ic_noise_rms"))
         step_config, horizon = programs.step_config(epoch), programs.traced_horizon(epoch)
-        epoch_args = (seeds.states, seeds.progress, train_set, weights, tf_var, step_config, horizon)
+        epoch_args = (seeds.states, seeds.progress, train_set, settings, tf_var, step_config, horizon)
         key = programs.key(epoch, len(seeds.seed_ids))
         if key not in programs.compiled:
             _compile(programs, key, epoch, program, epoch_args)
@@ -310,7 +332,7 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     scores = _score_seeds(data.val_vocalisations, val_outputs, sample_rate)
     diverged = np.array([seed_id in seeds.stopped for seed_id in seed_ids])
     final_rows = seeds.rows + [
-        seed_row(seed_id, *scores[k], f"checkpoints/{seeds.epoch}", "diverged" if diverged[k] else "finished",
+        seed_row(config, seed_id, *scores[k], f"checkpoints/{seeds.epoch}", "diverged" if diverged[k] else "finished",
                  seeds.stopped.get(seed_id, seeds.epoch), seeds.skips.get(seed_id, 0))
         for k, seed_id in enumerate(seed_ids)
     ]
@@ -318,7 +340,7 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]), diverged)
     best = int(order[0])
     manifest = {**manifest_fields(config, data, seeds.skips, runtime.describe()), **setup.programs.summary(),
-                "n_members": seeds.progress.active.shape[0]}
+                "n_stacked": seeds.progress.active.shape[0]}
     if diverged[best]:
         manifest.update(selected_seed=None, diverged_seeds=sorted(seeds.stopped))
         runtime.write(write_json, out_dir / MANIFEST, manifest)
@@ -329,7 +351,10 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     best_state = select_seeds(seeds.fetched(runtime, seeds.states), [best])
     manifest.update(selected_seed=seed_ids[best], selected_lambda=config.lam, selected_val_autonomy=scores[best][0],
                     selected_val_breakdown=scores[best][1], diverged_seeds=sorted(seeds.stopped),
-                    selected_checkpoint=f"checkpoints/{seeds.epoch}", selected_stack_index=best)
+                    selected_checkpoint=f"checkpoints/{seeds.epoch}", selected_stack_index=best,
+                    selected_member={"name": member_name(config, seed_ids[best]),
+                                     "seed": member_seed(seed_ids[best], config.n_seeds),
+                                     **member_settings(config, seed_ids[best])})
     if seeds.skips.get(seed_ids[best]):
         logging.warning("the selected seed %d skipped %d non-finite steps (which left it unchanged); see "
                         "skipped_steps in %s", seed_ids[best], seeds.skips[seed_ids[best]], out_dir / SEED_CV)
@@ -337,7 +362,7 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     shown = ("validation", data.val_vocalisations[0], val_outputs[best, 0])
     if len(tests):
         # Padded to a stack for the devices; its first member is the selected seed.
-        on_devices = runtime.shard(pad_members(best_state, runtime.n_members(1)))
+        on_devices = runtime.shard(pad_members(best_state, runtime.n_stacked(1)))
         test_outputs = runtime.fetch(program.autonomous_outputs(on_devices, tests, first_derivative(tests)))[:1]
         (raw,) = _score_seeds(tests, test_outputs, sample_rate)
         (rescaled,) = _score_seeds(tests, test_outputs, sample_rate, rescale=True)

@@ -46,21 +46,26 @@ def join_processes(coordinator_address: str, num_processes: int | None, process_
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def pad_members(tree, n_members: int):
-    """Host pytree whose leaves lead with n real members -> n_members, repeating the first member.
+def pad_members(tree, n_stacked: int):
+    """Host pytree whose leaves lead with n real members -> n_stacked, repeating the first member.
 
     The copies are only placeholders for the devices; `SeedProgress` marks them inactive
     (`inactive_padding`), so they never train and are never scored.
     """
     def pad(a):
         n = a.shape[0]
-        return np.concatenate([a, np.repeat(a[:1], n_members - n, axis=0)]) if n_members > n else a
+        return np.concatenate([a, np.repeat(a[:1], n_stacked - n, axis=0)]) if n_stacked > n else a
 
     return jax.tree_util.tree_map(lambda a: _as_keys(a, lambda d: pad(np.asarray(d))), tree)
 
 
+def pad_ids(ids, n_stacked: int) -> list:
+    """Member ids of a padded stack: `ids`, then copies of the first (as `pad_members` pads)."""
+    return list(ids) + [ids[0]] * (n_stacked - len(ids))
+
+
 def inactive_padding(active: np.ndarray, n_real: int) -> np.ndarray:
-    """active: (n_members,) with every padding member (index >= n_real) set False."""
+    """active: (n_stacked,) with every padding member (index >= n_real) set False."""
     return np.asarray(active) & (np.arange(len(active)) < n_real)
 
 
@@ -126,17 +131,17 @@ class Runtime:
         `make_context` is not called)."""
         return make_context(*args) if self.writes else contextlib.nullcontext()
 
-    def n_members(self, n_seeds: int) -> int:
+    def n_stacked(self, n_seeds: int) -> int:
         """The stack length of `n_seeds` seeds: the next multiple of the devices (or of --seed_chunk)."""
         unit = self.seed_chunk or self.n_devices
         return math.ceil(n_seeds / unit) * unit
 
-    def chunks(self, n_members: int) -> int:
-        """How many chunks the epoch program runs one after another for `n_members` members."""
-        return n_members // self.seed_chunk if self.seed_chunk else 1
+    def chunks(self, n_stacked: int) -> int:
+        """How many chunks the epoch program runs one after another for `n_stacked` members."""
+        return n_stacked // self.seed_chunk if self.seed_chunk else 1
 
     def shard(self, tree):
-        """A host pytree of a whole stack (`n_members` long) on the devices, sharded along `seed`."""
+        """A host pytree of a whole stack (`n_stacked` long) on the devices, sharded along `seed`."""
         sharding = NamedSharding(self.mesh, PartitionSpec("seed"))
         return jax.tree_util.tree_map(lambda a: _as_keys(a, lambda d: jax.device_put(d, sharding)), tree)
 
@@ -164,10 +169,10 @@ class Runtime:
 
     def members_line(self, n_seeds: int) -> str:
         """The console's line on how the seeds sit on the devices."""
-        n_members, processes = self.n_members(n_seeds), jax.process_count()
+        n_stacked, processes = self.n_stacked(n_seeds), jax.process_count()
         where = f"{self.n_devices} device{'s' if self.n_devices > 1 else ''}" + (
             f" of {processes} processes" if processes > 1 else "")
-        padding = (f", padded with {n_members - n_seeds} inactive members to {n_members}"
-                   if n_members > n_seeds else "")
-        chunks = f", {self.chunks(n_members)} chunks of {self.seed_chunk} one after another" if self.seed_chunk else ""
+        padding = (f", padded with {n_stacked - n_seeds} inactive members to {n_stacked}"
+                   if n_stacked > n_seeds else "")
+        chunks = f", {self.chunks(n_stacked)} chunks of {self.seed_chunk} one after another" if self.seed_chunk else ""
         return f"{n_seeds} seeds sharded over {where}{padding}{chunks}"

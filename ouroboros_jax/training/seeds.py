@@ -23,7 +23,14 @@ from ouroboros_jax.evaluation import autonomous_outputs
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.compilation import Compiled, compile_ahead
-from ouroboros_jax.training.step import Batch, StepConfig, TrainState, init_train_state, train_step
+from ouroboros_jax.training.step import (
+    Batch,
+    StepConfig,
+    TrainState,
+    init_train_state,
+    train_step,
+    with_hyperparameters,
+)
 
 
 class SeedData(NamedTuple):
@@ -39,6 +46,18 @@ class SeedData(NamedTuple):
     dxdt: jax.Array
     d2x: jax.Array
     cold_start: jax.Array
+
+
+class MemberSettings(NamedTuple):
+    """An epoch's settings that may differ between the members of a sweep without changing shapes.
+
+    Attributes:
+      weights: the (warmed-up) loss weights, each a scalar or (S,).
+      ic_noise_rms: the cold-start noise, a scalar or (S,).
+    """
+
+    weights: LossWeights
+    ic_noise_rms: float | np.ndarray
 
 
 class SeedProgress(NamedTuple):
@@ -60,12 +79,15 @@ def seed_keys(seed: int, seed_ids) -> jax.Array:
 
 
 def init_seeds(config: ModelConfig, optimizer: optax.GradientTransformation, keys: jax.Array,
-               params: nnx.State | None = None):
+               params: nnx.State | None = None, learning_rate=None, grad_clip=None):
     """Stacked fresh states of S seeds and their progress. keys: (S,) -> leaves with leading S.
 
-    `params` (one model's, unstacked) replaces every seed's initialisation.
+    `params` (one model's, unstacked) replaces every seed's initialisation. `learning_rate` and
+    `grad_clip`, (S,) per member of a sweep, replace the optimiser's own (`make_optimizer`).
     """
     states = jax.vmap(lambda k: init_train_state(config, optimizer, k, params))(keys)
+    if learning_rate is not None:
+        states = states._replace(opt_state=with_hyperparameters(states.opt_state, learning_rate, grad_clip))
     s = keys.shape[0]
     return states, SeedProgress(jnp.ones((s,), bool), jnp.zeros((s,), jnp.int32))
 
@@ -89,10 +111,11 @@ def epoch_batches(key: jax.Array, n_segments: int, batch_size: int) -> tuple[jax
     return key, order[jnp.arange(steps * batch_size) % n_segments].reshape(steps, batch_size)
 
 
-def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: LossWeights, tf_var, horizon, *,
-                graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
+def _seed_epoch(state: TrainState, active, skip_run, weights: LossWeights, ic_noise_rms, data: SeedData, tf_var,
+                horizon, *, graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
     """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran).
 
+    `weights`, `ic_noise_rms`: the seed's own (a member of a sweep has its own values);
     `horizon`: None or traced, as in `train_step`."""
     key, batches = epoch_batches(state.key, data.x.shape[0], batch_size)
     state = state._replace(key=key)
@@ -100,8 +123,8 @@ def _seed_epoch(state: TrainState, active, skip_run, data: SeedData, weights: Lo
     def body(carry, idx):
         state, active, skip_run = carry
         batch = Batch(*(a[idx] for a in data))
-        new, metrics = train_step(state, batch, weights, tf_var, horizon, graphdef=graphdef, optimizer=optimizer,
-                                  config=config)
+        new, metrics = train_step(state, batch, weights, tf_var, horizon, ic_noise_rms, graphdef=graphdef,
+                                  optimizer=optimizer, config=config)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, state)
         skip_run = jnp.where(active, jnp.where(metrics.skipped > 0, skip_run + 1, 0), skip_run)
         ran = active
@@ -155,7 +178,7 @@ class SeedProgram:
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
         local_chunk = self.seed_chunk // (self.mesh.size if self.mesh is not None else 1)
-        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=3), n_mapped=3))
+        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=5), n_mapped=5))
 
     @functools.cached_property
     def _compiled(self) -> dict:
@@ -167,13 +190,15 @@ class SeedProgram:
         return config, states.step.shape[0], getattr(states.step, "sharding", None), horizon is None
 
     @staticmethod
-    def _epoch_args(states, progress, data, weights, tf_var, horizon):
-        weights = LossWeights(*(jnp.asarray(w, jnp.float32) for w in weights))
-        return (states, progress.active, progress.skip_run, data, weights, jnp.asarray(tf_var, jnp.float32),
-                None if horizon is None else jnp.asarray(horizon, jnp.int32))
+    def _epoch_args(states, progress, data, settings, tf_var, horizon):
+        n = states.step.shape[0]
+        weights = LossWeights(*(jnp.broadcast_to(jnp.asarray(w, jnp.float32), (n,)) for w in settings.weights))
+        ic_noise_rms = jnp.broadcast_to(jnp.asarray(settings.ic_noise_rms, jnp.float32), (n,))
+        return (states, progress.active, progress.skip_run, weights, ic_noise_rms, data,
+                jnp.asarray(tf_var, jnp.float32), None if horizon is None else jnp.asarray(horizon, jnp.int32))
 
-    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
-                      config: StepConfig, horizon: int | None = None) -> Compiled | None:
+    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, settings: MemberSettings,
+                      tf_var, config: StepConfig, horizon: int | None = None) -> Compiled | None:
         """Compiles the epoch program of `run_epoch` with these arguments now, unless it already is.
 
         Returns:
@@ -183,13 +208,16 @@ class SeedProgram:
         key = self._program_key(states, config, horizon)
         if key in self._compiled:
             return None
-        args = self._epoch_args(states, progress, data, weights, tf_var, horizon)
+        args = self._epoch_args(states, progress, data, settings, tf_var, horizon)
         self._compiled[key] = compile_ahead(self._epoch_fn(config), *args)
         return self._compiled[key]
 
-    def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, weights: LossWeights, tf_var,
-                  config: StepConfig, horizon: int | None = None):
+    def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, settings: MemberSettings,
+                  tf_var, config: StepConfig, horizon: int | None = None):
         """Trains every seed for one epoch (compiling its program first if needed: `compile_epoch`).
+
+        `settings`: this epoch's loss weights and cold-start noise, scalars shared by every seed
+        or (S,) per member of a sweep.
 
         `horizon`: None (the static `config.horizon`), or this epoch's horizon, passed to the
         compiled program as data (<= config.horizon, with the same STFT configs).
@@ -198,9 +226,9 @@ class SeedProgram:
           (states, progress, metrics, ran): metrics is `StepMetrics` with leaves (S, n_batches);
           ran (S, n_batches) is False for steps of a seed that had already stopped.
         """
-        self.compile_epoch(states, progress, data, weights, tf_var, config, horizon)
+        self.compile_epoch(states, progress, data, settings, tf_var, config, horizon)
         program = self._compiled[self._program_key(states, config, horizon)].executable
-        states, active, skip_run, metrics, ran = program(*self._epoch_args(states, progress, data, weights, tf_var,
+        states, active, skip_run, metrics, ran = program(*self._epoch_args(states, progress, data, settings, tf_var,
                                                                            horizon))
         return states, SeedProgress(active, skip_run), metrics, ran
 

@@ -99,7 +99,6 @@ class StepConfig:
       env_sigma: sigma of the envelope filter in samples (env_ms / 1000 * sample_rate).
       env_log_eps: floor of the log-ratio envelope loss.
       use_env, use_env_log: whether the envelope terms are computed (configured weight > 0).
-      ic_noise_rms: standard deviation of the cold-start initial state.
       rollout: integration settings.
       penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
       rollout_backend: "scan" (one `lax.scan`) or "deer" (Newton iterations, `ouroboros_jax.deer`).
@@ -113,7 +112,6 @@ class StepConfig:
     env_log_eps: float = 1e-4
     use_env: bool = False
     use_env_log: bool = False
-    ic_noise_rms: float = 1e-3
     rollout: RolloutConfig = RolloutConfig()
     penalty_lam: float | None = None
     rollout_backend: str = "scan"
@@ -127,9 +125,26 @@ class StepConfig:
             raise ValueError(f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
 
 
-def make_optimizer(learning_rate: float | optax.Schedule = 1e-3, grad_clip: float = 5.0):
-    """Adam (b1 0.9, b2 0.999, eps 1e-8) after clipping the global gradient norm at `grad_clip`."""
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+def _clipped_adam(learning_rate, grad_clip, decay_steps):
+    rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(rate))
+
+
+def make_optimizer(learning_rate: float = 1e-3, grad_clip: float = 5.0, decay_steps: int | None = None):
+    """Adam (b1 0.9, b2 0.999, eps 1e-8) after clipping the global gradient norm at `grad_clip`.
+
+    With `decay_steps` the learning rate decays from `learning_rate` to 0 along a cosine over that
+    many steps. The learning rate and the clip are held in the optimiser state
+    (`optax.inject_hyperparams`): members of a sweep carry their own (`with_hyperparameters`).
+    """
+    return optax.inject_hyperparams(_clipped_adam, static_args="decay_steps")(learning_rate, grad_clip, decay_steps)
+
+
+def with_hyperparameters(opt_state, learning_rate, grad_clip):
+    """`opt_state` of `make_optimizer` with this learning rate and clip (scalars, or (S,) when stacked)."""
+    hyperparams = {**opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, jnp.float32),
+                   "grad_clip": jnp.asarray(grad_clip, jnp.float32)}
+    return opt_state._replace(hyperparams=hyperparams)
 
 
 def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
@@ -216,10 +231,12 @@ def rollout_health(x_hat, target, bound_x, length=None):
     return rms_ratio, pinned.astype(x_hat.dtype)
 
 
-def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon=None):
+def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon=None,
+              ic_noise_rms=1e-3):
     """Total loss of one batch and its parts: (total, (components, rms_ratio, pinned_frac, deer stats)).
 
-    `horizon`: None or traced, as in `spectral_losses`."""
+    `horizon`: None or traced, as in `spectral_losses`; `ic_noise_rms`: standard deviation of
+    the cold-start initial state."""
     model = nnx.merge(graphdef, params)
     drives = model(batch.x, batch.dxdt)
     time_scale = model.config.time_scale
@@ -228,14 +245,14 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
         mse = mse_accel_loss(accel, batch.d2x, drives.W, config.penalty_lam)
         zero, nan = jnp.zeros_like(mse), jnp.full_like(mse, jnp.nan)
         return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan, zero, jnp.zeros((), jnp.int32))
-    x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, config.ic_noise_rms)
+    x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, ic_noise_rms)
     components, x_hat, deer = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config, horizon)
     health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x, horizon)
     return total_loss(components, weights), (components, *health, *deer)
 
 
-def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon=None, *, graphdef,
-               optimizer: optax.GradientTransformation, config: StepConfig):
+def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon=None, ic_noise_rms=1e-3, *,
+               graphdef, optimizer: optax.GradientTransformation, config: StepConfig):
     """One optimisation step of one seed.
 
     Args:
@@ -246,6 +263,8 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, ho
       horizon: None (the static `config.horizon`), or this step's horizon as a traced int32
         scalar <= config.horizon that keeps the same STFT configs: one compiled step then serves
         every such horizon, with the loss and gradient of a step compiled for it.
+      ic_noise_rms: standard deviation of the cold-start initial state (a scalar; traced for the
+        members of a sweep).
       graphdef, optimizer, config: static (close over them or mark them static under jit).
 
     Returns:
@@ -254,7 +273,7 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, ho
     key, k_ic = jax.random.split(state.key)
     (total, (components, rms_ratio, pinned_frac, deer_iterations, deer_fallbacks)), grads = jax.value_and_grad(
         objective, has_aux=True)(
-        state.params, graphdef, batch, k_ic, weights, tf_var, config, horizon
+        state.params, graphdef, batch, k_ic, weights, tf_var, config, horizon, ic_noise_rms
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)

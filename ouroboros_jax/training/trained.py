@@ -91,9 +91,9 @@ def load_run(run_dir, epoch: int | None = None) -> TrainedRun:
         epoch = available[-1] if epoch is None else epoch
         if epoch not in available:
             raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
-        seed_ids, *_, n_members = read_checkpoint_meta(checkpoints.meta(epoch))
+        seed_ids, *_, n_stacked = read_checkpoint_meta(checkpoints.meta(epoch))
         seed_ids = tuple(seed_ids)
-        states, _ = setup.restore(checkpoints, epoch, config.data.seed, seed_ids, n_members)
+        states, _ = setup.restore(checkpoints, epoch, config, seed_ids, n_stacked)
     finally:
         checkpoints.close()
     return TrainedRun(run_dir, config, info, epoch, seed_ids, setup, states)
