@@ -32,7 +32,8 @@ def test_an_epoch_s_scalars_are_its_metrics_at_their_global_steps(tmp_path):
     ran = np.ones((3, BATCHES), bool)
     ran[2, 3:] = False  # seed 2 stopped after its third step of the epoch
     scores = [(-1.0, SCORE), (-2.0, SCORE), (-3.0, SCORE)]
-    with Logbook(tmp_path, config(), BATCHES) as logbook:
+    # Seeds 0, 4 and 7 of 8 (culling kept them): TensorBoard folders seed0, seed4, seed7.
+    with Logbook(tmp_path, config(n_seeds=8), BATCHES) as logbook:
         logbook.epoch(1, [0, 4, 7], metrics, ran, scores, np.array([True, True, False]), [1.0])
     logged = [tag for tag in STEP_SCALARS if tag in {"Loss/spec", "Loss/tf", "Loss/total", "Train/H",
                                                      "Train/grad_norm", "Health/rms_ratio", "Train/lam_spec_t"}]
