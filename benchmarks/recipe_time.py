@@ -63,7 +63,7 @@ def main() -> None:
     setup = Setup.build(config, sample_rate, steps_per_epoch)
     programs, program = setup.programs, setup.program
     few = harmonic_batch(FLAGS.steps * config.batch_size, length, sample_rate, setup.model.time_scale)
-    data = program.place(SeedData(*few), sharded=False)
+    data = setup.runtime.replicate(SeedData(*few))
     vocalisations = harmonic_batch(config.data.n_val_vocs, FLAGS.vocalisation_len, sample_rate).x
     tf_var = 1.0
 
@@ -73,7 +73,7 @@ def main() -> None:
         epochs_of.setdefault(programs.key(epoch, programs.seeds_at(epoch, n_seeds)), []).append(epoch)
     report, train_s, eval_s, checkpoint_s, saves = [], 0.0, 0.0, 0.0, 0
     for (program_horizon, seeds), epochs in epochs_of.items():
-        states, progress = program.place(init_seeds(setup.model, setup.optimizer, seed_keys(0, range(seeds))), True)
+        states, progress = setup.place(*init_seeds(setup.model, setup.optimizer, seed_keys(0, range(seeds))))
         low, high = programs.serves(program_horizon)
         step_s = {}
         for horizon in (low, high):  # the program's settings are those of any of its epochs

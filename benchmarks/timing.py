@@ -15,8 +15,10 @@ def device_info() -> dict:
     import jax
 
     d = jax.devices()[0]
+    # The precision of the matmuls (JAX_DEFAULT_MATMUL_PRECISION; None: XLA's default, TF32 on recent GPUs).
     return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": platform.processor() or platform.machine(),
+            "matmul_precision": jax.config.jax_default_matmul_precision}
 
 
 def versions() -> dict:

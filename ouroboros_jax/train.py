@@ -8,7 +8,6 @@ Every flag of the reference's entry point (SPEC i) in snake_case with its defaul
 import pathlib
 
 
-import jax
 from absl import app, flags, logging
 
 from ouroboros_jax.curriculum import HORIZON_SCHEDULES
@@ -19,6 +18,7 @@ from ouroboros_jax.model.selective_scan import SCAN_IMPLS
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.compilation import default_cache_dir, use_compilation_cache
 from ouroboros_jax.training.config import LR_SCHEDULES, RunConfig
+from ouroboros_jax.training.runtime import MATMUL_PRECISIONS, join_processes
 from ouroboros_jax.training.run import resume_advice, train_and_evaluate
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
 from ouroboros_jax.training.sweep import SWEEPABLE, parse_sweep
@@ -101,8 +101,17 @@ flags.DEFINE_integer("max_consecutive_skips", 50, "A seed that skips this many s
 flags.DEFINE_string("compilation_cache_dir", default_cache_dir(),
                     "Folder of JAX's persistent compilation cache, so a repeated or resumed run compiles nothing "
                     "it compiled before; empty: no cache.")
+flags.DEFINE_integer("media_seeds", 4, "At each checkpoint, TensorBoard audio and figures for this many of the best "
+                     "active seeds (0: none).")
+# devices
+flags.DEFINE_enum("matmul_precision", "highest", MATMUL_PRECISIONS,
+                  "Precision of every matmul and contraction (encoders, the kernel in every RK4 stage): highest "
+                  "(float32) or default (a GPU may use TF32).")
+flags.DEFINE_integer("seed_chunk", 0, "Seeds per vmapped chunk of the epoch program, the chunks running one after "
+                     "another to bound its memory; a multiple of the device count; 0: every seed at once.")
 # multi-host
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run on several hosts.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, to run over several processes (hosts); "
+                    "auto: from the cluster's environment (SLURM).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts) with --coordinator_address.")
 flags.DEFINE_integer("process_id", None, "This process's index with --coordinator_address.")
 
@@ -157,6 +166,7 @@ def config_from_flags() -> RunConfig:
         rollout_backend=backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol,
         loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
         max_consecutive_skips=FLAGS.max_consecutive_skips, sweep=parse_sweep(FLAGS.sweep),
+        matmul_precision=FLAGS.matmul_precision, seed_chunk=FLAGS.seed_chunk, media_seeds=FLAGS.media_seeds,
     )
 
 
@@ -165,7 +175,7 @@ def main(argv):
     if len(argv) > 1:
         raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --helpfull)")
     if FLAGS.coordinator_address:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        join_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     config = config_from_flags()
     use_compilation_cache(FLAGS.compilation_cache_dir)

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The runs' default precision (--matmul_precision=highest), so that on a GPU host the tests
+# compare float32 products, not TF32 ones, against their NumPy references.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 # The CLIs the tests start cache their compiled programs in one fresh folder per test session,
 # never in the user's cache (and the tests that fill the disk turn the cache off).

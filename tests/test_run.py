@@ -334,6 +334,11 @@ def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
     (["--n_epochs=abc"], "flag --n_epochs=abc: invalid literal for int()"),  # absl's own: one line and status 2 too
     (["--bound_v=0"], "--bound_v=0.0: must be positive"),
     (["--batch_size=1000"], "--batch_size=1000: above the 256 training segments"),
+    (["--seed_chunk=-1"], "--seed_chunk=-1: must be >= 0"),
+    (["--media_seeds=-1"], "--media_seeds=-1: must be >= 0"),
+    (["--matmul_precision=tf32"], "flag --matmul_precision=tf32: value should be one of <highest|default>"),
+    (["--coordinator_address=localhost:1"], "--coordinator_address=localhost:1: needs --num_processes and "
+                                            "--process_id"),
     (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
@@ -378,8 +383,7 @@ def test_docs_cli_gives_every_training_flag_with_its_default():
         words = {"required": None, "none": None, "on": True, "off": False, "all": "", "beside the recordings": None,
                  "the user's cache folder": default_cache_dir(), "no sweep": []}
         documented[name] = words[text] if text in words else text
-    multi_host = {"coordinator_address", "num_processes", "process_id"}  # described in the prose
-    assert set(documented) == set(defaults) - multi_host
+    assert set(documented) == set(defaults)
 
     def same(doc_value, flag_value):
         if isinstance(flag_value, (int, float)) and not isinstance(flag_value, bool):

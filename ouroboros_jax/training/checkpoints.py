@@ -33,6 +33,15 @@ def _to_saveable(tree):
     )
 
 
+def _saveable_like(like):
+    """The ShapeDtypeStruct `_to_saveable` makes of a leaf like `like`, keeping its sharding (where
+    Orbax restores it to: a checkpoint saved on other devices is only read with one)."""
+    sharding = getattr(like, "sharding", None)
+    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        like = jax.eval_shape(jax.random.key_data, like)
+    return jax.ShapeDtypeStruct(like.shape, like.dtype, sharding=sharding)
+
+
 def _from_saveable(tree, like):
     return jax.tree_util.tree_map(
         lambda a, ref: jax.random.wrap_key_data(a) if jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key) else a,
@@ -92,7 +101,7 @@ class Checkpoints:
 
     def restore(self, epoch: int, like):
         """The state saved at `epoch`, shaped like the pytree `like` (arrays or ShapeDtypeStructs)."""
-        abstract = jax.eval_shape(_to_saveable, like)
+        abstract = jax.tree_util.tree_map(_saveable_like, like)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return _from_saveable(restored["state"], like)
 

@@ -54,6 +54,18 @@ class Compiled:
     seconds: float  # lowering + compiling (or reading back from the cache)
     cached: bool  # read back from the persistent cache
 
+    @property
+    def memory(self) -> dict:
+        """Bytes per device the program needs, from XLA's memory analysis: its `arguments`,
+        `outputs` and `temporaries` (intermediates, the largest set live at once), and `peak`, their
+        sum less the outputs that reuse argument buffers. Empty where the backend has no analysis."""
+        analysis = self.executable.memory_analysis()
+        if analysis is None:
+            return {}
+        sizes = {"arguments": analysis.argument_size_in_bytes, "outputs": analysis.output_size_in_bytes,
+                 "temporaries": analysis.temp_size_in_bytes}
+        return {**sizes, "peak": sum(sizes.values()) - analysis.alias_size_in_bytes}
+
 
 def compile_ahead(jitted, *args) -> Compiled:
     """Lowers and compiles `jitted` for `args` now (they are only read for shapes and shardings)."""

@@ -9,6 +9,7 @@ from ouroboros_jax.data import DataConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.runtime import MATMUL_PRECISIONS
 from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
 from ouroboros_jax.training.sweep import SWEEPABLE, n_members
 
@@ -57,6 +58,10 @@ class RunConfig:
     lam: float = 1.068
     max_consecutive_skips: int = 50
     sweep: tuple = ()  # ((name, (values...)), ...): `ouroboros_jax.training.sweep`
+    matmul_precision: str = "highest"
+    # How the run uses the machine and what it logs, not what it computes: not checked on resume.
+    seed_chunk: int = 0
+    media_seeds: int = 4
 
     def __post_init__(self):
         def check(ok, flag, value, why):
@@ -96,6 +101,10 @@ class RunConfig:
         check(self.deer_max_iter >= 1, "deer_max_iter", self.deer_max_iter, "must be at least 1")
         check(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
         check(self.max_consecutive_skips >= 1, "max_consecutive_skips", self.max_consecutive_skips, "must be >= 1")
+        check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision", self.matmul_precision,
+              f"must be one of {MATMUL_PRECISIONS}")
+        check(self.seed_chunk >= 0, "seed_chunk", self.seed_chunk, "must be >= 0 (0: every seed in one vmapped chunk)")
+        check(self.media_seeds >= 0, "media_seeds", self.media_seeds, "must be >= 0 (0: no audio or figures)")
         check(all(n >= 1 and h >= 1 for n, h in self.spec_configs), "spec_configs", self.spec_configs,
               "needs positive n_fft,hop pairs")
 
@@ -124,8 +133,9 @@ class RunConfig:
         return cls(**f, out_dir=out_dir, n_epochs=n_epochs)
 
     def fingerprint(self) -> dict:
-        """What must not change when a run is resumed (everything but the output dir and the epochs)."""
+        """What must not change when a run is resumed: everything but the output dir, the epochs, the
+        seed chunk and the media seeds."""
         fields = dataclasses.asdict(self)
-        fields.pop("out_dir")
-        fields.pop("n_epochs")
+        for name in ("out_dir", "n_epochs", "seed_chunk", "media_seeds"):
+            fields.pop(name)
         return json.loads(json.dumps(fields, default=str))

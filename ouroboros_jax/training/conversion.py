@@ -154,7 +154,8 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     make_output_dir(out_dir, "--out_dir")
     checkpoints = Checkpoints(out_dir / "checkpoints", config.max_saved)
     try:
-        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}, {}))
+        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}, {},
+                                                                         len(seed_ids)))
     finally:
         checkpoints.close()
     # run.json last: without it the directory is not a run, so an interrupted conversion is never read as one.

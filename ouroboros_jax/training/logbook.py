@@ -10,7 +10,12 @@ Health/pinned_frac (fraction of rollout samples pinned at the soft-tanh bound), 
 Loss/nan_skip = 1.0, so that one NaN does not blind a mean over the steps around it; at the end
 of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen, Val/pitch_pen, Val/bounded_frac and
 Seed/active; at each checkpoint, for the first validation vocalisation, Media/target and
-Media/autonomous (audio, peak-normalised) and Media/specgram (the `figures.specgram_figure` image).
+Media/autonomous (audio, peak-normalised) and Media/specgram (the `figures.specgram_figure` image),
+for the --media_seeds best active seeds by validation autonomy.
+
+The per-step scalars of an epoch are written once, after it, from the epoch's metric arrays:
+one event per seed and step holding every tag (a figure or a clip costs far more, so media are
+for a few seeds only). Only the writing process (`runtime.writes`) has event files.
 """
 
 import contextlib
@@ -20,12 +25,13 @@ import time
 import numpy as np
 from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto import event_pb2
+from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.utils import figure_to_image
 
 from ouroboros_jax.errors import WriteError
-from ouroboros_jax.evaluation import correct
+from ouroboros_jax.evaluation import correct, rank_seeds
 from ouroboros_jax.figures import specgram_figure
+from ouroboros_jax.training.runtime import writes
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings, values_of
 
 STEP_SCALARS = {
@@ -41,8 +47,9 @@ _BAR = 24
 
 
 def console(message: str, *args) -> None:
-    """A progress line on the terminal (absl's INFO level is left to the libraries)."""
-    print(message % args if args else message, flush=True)
+    """A progress line on the terminal of the writing process (absl's INFO level is left to the libraries)."""
+    if writes():
+        print(message % args if args else message, flush=True)
 
 
 def _peak_normalised(audio: np.ndarray) -> np.ndarray:
@@ -79,8 +86,14 @@ class EventFile:
         event = event_pb2.Event(summary=value, step=int(step), wall_time=time.time())
         self._write(lambda: self._events.write_event(event))
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        self._add(summary.scalar(tag, value), step)
+    def scalars(self, tags, values, steps) -> None:
+        """One event per step holding every tag. values: (steps, tags) floats; steps: global steps."""
+        now = time.time()
+        for step, row in zip(steps, values):
+            value = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v)
+                                               for t, v in zip(tags, row)])
+            event = event_pb2.Event(summary=value, step=int(step), wall_time=now)
+            self._write(lambda event=event: self._events.write_event(event))
 
     def audio(self, tag: str, samples: np.ndarray, step: int, sample_rate: int) -> None:
         """samples: (n,) in [-1, 1]."""
@@ -105,8 +118,8 @@ class EventFile:
 class Logbook:
     """TensorBoard event files per seed and the console summary; a context manager that closes them."""
 
-    def __init__(self, out_dir: pathlib.Path, config, batches_per_epoch: int):
-        self._out_dir, self._config, self._batches = out_dir, config, batches_per_epoch
+    def __init__(self, out_dir: pathlib.Path, config, batches_per_epoch: int, writes: bool = True):
+        self._out_dir, self._config, self._batches, self._writes = out_dir, config, batches_per_epoch, writes
         self._writers: dict[int, EventFile] = {}
         deer, mse = config.rollout_backend == "deer", config.loss_mode == "mse_accel"
         no_env, no_env_log = (max(values_of(config, name)) <= 0 for name in ("lam_env", "lam_env_log"))
@@ -141,47 +154,54 @@ class Logbook:
         `seconds`: the epochs' training times so far (compilation excluded); the ETA adds
         `compile_seconds_ahead` for the programs still to compile."""
         values = {k: np.asarray(v) for k, v in metrics._asdict().items()}
-        first_step = epoch * self._batches
+        if self._writes:
+            self._log_epoch(epoch, seed_ids, values, ran, scores, active)
+        self._summary(epoch, seed_ids, values, ran, scores, active, seconds, compile_seconds_ahead)
+
+    def _log_epoch(self, epoch: int, seed_ids, values: dict, ran: np.ndarray, scores, active: np.ndarray) -> None:
+        tags = list(self._scalars)
+        table = np.stack([values[field] for field in self._scalars.values()], axis=-1).astype(float)  # (S, n, tags)
+        steps = epoch * self._batches + np.arange(ran.shape[1])
+        end = self._last_step(epoch)
         for k, seed_id in enumerate(seed_ids):
             writer = self._writer(seed_id)
-            for i in np.flatnonzero(ran[k]):
-                step = first_step + int(i)
-                if values["skipped"][k, i]:  # its losses are not finite: logging them would blind the monitor's means
-                    writer.scalar("Loss/nan_skip", 1.0, step)
-                    continue
-                for tag, field in self._scalars.items():
-                    writer.scalar(tag, float(values[field][k, i]), step)
-            end = self._last_step(epoch)
+            finite = ran[k] & (values["skipped"][k] == 0)
+            writer.scalars(tags, table[k][finite].tolist(), steps[finite].tolist())
+            # A skipped step's losses are not finite: logging them would blind the monitor's means.
+            skipped = ran[k] & (values["skipped"][k] != 0)
+            writer.scalars(["Loss/nan_skip"], [[1.0]] * int(skipped.sum()), steps[skipped].tolist())
             score, breakdown = scores[k]
-            writer.scalar("Val/autonomy", score, end)
-            for name in VAL_SCALARS:
-                writer.scalar(f"Val/{name}", breakdown[name], end)
-            writer.scalar("Seed/active", float(active[k]), end)
+            writer.scalars(["Val/autonomy", *(f"Val/{n}" for n in VAL_SCALARS), "Seed/active"],
+                           [[score, *(breakdown[n] for n in VAL_SCALARS), float(active[k])]], [end])
             writer.flush()
-        self._summary(epoch, seed_ids, values, ran, scores, active, seconds, compile_seconds_ahead)
 
     def _last_step(self, epoch: int) -> int:
         """The global step of an epoch's last batch, where per-epoch values are logged."""
         return (epoch + 1) * self._batches - 1
 
-    def media(self, epoch: int, seed_ids, active: np.ndarray, vocalisation: np.ndarray, outputs: np.ndarray,
-              sample_rate: int):
-        """Logs a vocalisation and each active seed's autonomous output on it: audio and the specgram figure.
+    def media(self, epoch: int, seed_ids, active: np.ndarray, scores, vocalisation: np.ndarray,
+              outputs: np.ndarray, sample_rate: int):
+        """Logs a vocalisation and the autonomous outputs on it of the --media_seeds best active seeds
+        (ranked as selection ranks them): audio and the specgram figure.
 
         Args:
           epoch: the epoch just trained (0-based).
           seed_ids: the seeds of the stack.
           active: (S,) seeds still training; the others are not logged.
+          scores: (score, breakdown) per seed, their validation autonomy.
           vocalisation: (n,) raw vocalisation.
           outputs: (S, n) raw autonomous outputs of the seeds on it.
           sample_rate: Hz, of the audio.
         """
+        if not self._writes:
+            return
         step = self._last_step(epoch)
         target = correct(vocalisation)  # detrended as scored, here and in the figure
-        for seed_id, output, is_active in zip(seed_ids, outputs, active):
-            if not is_active:
-                continue
-            output = correct(output)
+        order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]),
+                           ~np.asarray(active, bool))
+        shown = [k for k in order if active[k]][: self._config.media_seeds]
+        for k in shown:
+            seed_id, output = seed_ids[k], correct(outputs[k])
             writer = self._writer(seed_id)
             writer.audio("Media/target", _peak_normalised(target), step, int(sample_rate))
             if np.isfinite(output).all():  # a non-finite output has no sound; its figure shows that

@@ -26,7 +26,7 @@ class EpochPrograms:
     config: RunConfig
     sample_rate: float
     rollout: RolloutConfig
-    compiled: dict = dataclasses.field(default_factory=dict)  # key -> {"seconds", "cached"}
+    compiled: dict = dataclasses.field(default_factory=dict)  # key -> {"seconds", "cached", "memory_bytes"}
 
     def __post_init__(self):
         c = self.config
@@ -84,7 +84,7 @@ class EpochPrograms:
         return c.cull_keep if culls_later else n_seeds
 
     def record(self, key: tuple[int, int], compiled: Compiled) -> None:
-        self.compiled[key] = {"seconds": compiled.seconds, "cached": compiled.cached}
+        self.compiled[key] = {"seconds": compiled.seconds, "cached": compiled.cached, "memory_bytes": compiled.memory}
 
     def compile_seconds_ahead(self, next_epoch: int, n_seeds: int) -> float:
         """Expected compile time of the programs the epochs from `next_epoch` on still need: their

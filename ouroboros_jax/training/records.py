@@ -33,7 +33,7 @@ def member_folder(info: dict, seed_id: int) -> str:
     return names[info["seeds"].index(seed_id)] if names else f"seed{seed_id}"
 
 
-def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict) -> dict:
+def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict, n_stacked: int) -> dict:
     """The bookkeeping saved with each checkpoint.
 
     Args:
@@ -42,16 +42,19 @@ def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict) ->
       rows: seed_cv.csv rows of the seeds removed from the stack so far (culled ones).
       stopped: seed id -> the epoch after which it was stopped as diverged.
       skips: seed id -> skipped (non-finite) steps so far.
+      n_stacked: the length of the saved stack: the seeds, then inactive padding members
+        (`runtime.Runtime.n_stacked`).
     """
     return {"seed_ids": list(seed_ids), "rows": rows, "stopped": stopped, "skips": skips,
-            "config": config.fingerprint(), "n_epochs": config.n_epochs}
+            "config": config.fingerprint(), "n_epochs": config.n_epochs, "n_stacked": n_stacked}
 
 
-def read_checkpoint_meta(meta: dict) -> tuple[list, list, dict, dict]:
-    """(seed_ids, rows, stopped, skips) of `checkpoint_meta`; JSON keeps dict keys as strings."""
+def read_checkpoint_meta(meta: dict) -> tuple[list, list, dict, dict, int]:
+    """(seed_ids, rows, stopped, skips, n_stacked) of `checkpoint_meta`; JSON keeps dict keys as strings."""
     stopped = {int(k): v for k, v in meta["stopped"].items()}
     skips = {int(k): v for k, v in meta.get("skips", {}).items()}  # absent before skip counts were kept
-    return meta["seed_ids"], meta["rows"], stopped, skips
+    # A checkpoint from before the padding holds exactly its seeds.
+    return meta["seed_ids"], meta["rows"], stopped, skips, meta.get("n_stacked", len(meta["seed_ids"]))
 
 
 def check_resumable(out_dir: pathlib.Path, config, meta: dict, completed: int) -> None:
@@ -104,19 +107,14 @@ def _versions() -> dict:
             "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _device() -> dict:
-    devices = jax.devices()
-    return {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices),
-            "processes": jax.process_count()}
-
-
-def manifest_fields(config, data, skips: dict) -> dict:
+def manifest_fields(config, data, skips: dict, device: dict) -> dict:
     """The manifest's fields that do not depend on the selection: the data, every setting, versions, device.
 
     Args:
       config: the run's `RunConfig`.
       data: its `TrainingData`.
       skips: seed id -> skipped (non-finite) steps over the run, every seed.
+      device: the devices it ran on (`runtime.Runtime.describe`).
     """
     d, m = config.data, config.model
     return {
@@ -140,6 +138,7 @@ def manifest_fields(config, data, skips: dict) -> dict:
         "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
         "max_consecutive_skips": config.max_consecutive_skips, "sweep": [[k, list(v)] for k, v in config.sweep],
         "n_members": config.n_members,
+        "matmul_precision": config.matmul_precision, "seed_chunk": config.seed_chunk, "media_seeds": config.media_seeds,
         "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": _versions(),
-        "device": _device(), "command": sys.argv,
+        "device": device, "command": sys.argv,
     }

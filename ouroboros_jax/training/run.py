@@ -7,13 +7,11 @@ the outputs. Re-running the same config resumes from the newest checkpoint; a fi
 not retrained; training stops early once every seed has stopped (diverged).
 """
 
-import contextlib
 import dataclasses
 import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -45,6 +43,14 @@ from ouroboros_jax.training.records import (
     run_info,
     seed_row,
 )
+from ouroboros_jax.training.runtime import (
+    Runtime,
+    inactive_padding,
+    matmul_precision,
+    pad_ids,
+    pad_members,
+    unpadded,
+)
 from ouroboros_jax.training.seeds import (
     MemberSettings,
     SeedData,
@@ -71,17 +77,20 @@ class Setup:
     rollout: RolloutConfig
     program: SeedProgram
     programs: EpochPrograms
+    runtime: Runtime
 
     @classmethod
-    def build(cls, config: RunConfig, sample_rate: float, steps_per_epoch: int) -> "Setup":
+    def build(cls, config: RunConfig, sample_rate: float, steps_per_epoch: int,
+              runtime: Runtime | None = None) -> "Setup":
+        runtime = runtime or Runtime(config.seed_chunk)
         model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
         decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
         optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps)
         rollout = RolloutConfig(step_size=1.0 / model.time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
                                 clamp_stages=config.clamp_stages, unroll=config.unroll)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
-                              rollout)
-        return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout))
+                              rollout, runtime.seed_chunk, runtime.mesh)
+        return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
 
     def init(self, config: RunConfig, seed_ids) -> tuple[TrainState, SeedProgress]:
         """Fresh stacked states of the members `seed_ids`: each with its seed's key and its own
@@ -90,17 +99,28 @@ class Setup:
         return init_seeds(self.model, self.optimizer, keys, learning_rate=member_values(config, seed_ids, "lr"),
                           grad_clip=member_values(config, seed_ids, "grad_clip"))
 
-    def restore(self, checkpoints: Checkpoints, epoch: int, config: RunConfig, seed_ids) -> tuple[TrainState,
-                                                                                                  SeedProgress]:
-        """The stacked states of `seed_ids` saved at `epoch`."""
-        return checkpoints.restore(epoch, jax.eval_shape(lambda: self.init(config, seed_ids)))
+    def restore(self, checkpoints: Checkpoints, epoch: int, config: RunConfig, seed_ids,
+                n_stacked: int | None = None) -> tuple[TrainState, SeedProgress]:
+        """The stacked states of `seed_ids` saved at `epoch` in a stack of `n_stacked` (with its
+        padding, whatever the device count was; None: no padding), on the host without the padding
+        (`place` them)."""
+        like = jax.eval_shape(lambda: self.init(config, pad_ids(seed_ids, n_stacked or len(seed_ids))))
+        restored = checkpoints.restore(epoch, self.runtime.replicated_like(like))
+        return unpadded(self.runtime.fetch(restored), len(seed_ids))
+
+    def place(self, states: TrainState, progress: SeedProgress) -> tuple[TrainState, SeedProgress]:
+        """The (host) stack of the real members, padded with inactive ones and sharded over the devices."""
+        n_real, n_stacked = progress.active.shape[0], self.runtime.n_stacked(progress.active.shape[0])
+        states, progress = pad_members(self.runtime.fetch((states, progress)), n_stacked)
+        progress = progress._replace(active=inactive_padding(progress.active, n_real))
+        return self.runtime.shard((states, progress))
 
 
 def training_set(data: TrainingData, time_scale: float) -> SeedData:
     """The training segments as the program trains on them: the teacher acceleration in rescaled
     time (d2x * time_scale^2, SPEC a.1) and the cold start on ONSET segments (SPEC e.2)."""
-    return SeedData(jnp.asarray(data.x), jnp.asarray(data.dxdt), jnp.asarray(data.d2x * time_scale**2),
-                    jnp.asarray(data.categories == Category.ONSET))
+    return SeedData(np.asarray(data.x, np.float32), np.asarray(data.dxdt, np.float32),
+                    np.asarray(data.d2x * time_scale**2, np.float32), np.asarray(data.categories == Category.ONSET))
 
 
 def _score_seeds(vocalisations, outputs, sample_rate, rescale=False):
@@ -137,12 +157,18 @@ class Seeds:
     epoch: int
 
     def meta(self, config: RunConfig) -> dict:
-        return checkpoint_meta(config, self.seed_ids, self.rows, self.stopped, self.skips)
+        return checkpoint_meta(config, self.seed_ids, self.rows, self.stopped, self.skips,
+                               self.progress.active.shape[0])
+
+    def fetched(self, runtime: Runtime, tree):
+        """A device tree of the stack (outputs, metrics) on the host, without the padding members."""
+        return unpadded(runtime.fetch(tree), len(self.seed_ids))
 
 
-def _cull(config: RunConfig, epoch: int, seeds: Seeds, scores) -> list[int]:
-    """Ranks the seeds by validation autonomy, records the culled ones in `seeds.rows`, returns the kept indices."""
-    active = np.asarray(seeds.progress.active)
+def _cull(config: RunConfig, epoch: int, seeds: Seeds, scores, active: np.ndarray) -> list[int]:
+    """Ranks the seeds by validation autonomy, records the culled ones in `seeds.rows`, returns the kept indices.
+
+    `active`: (S,) of the real seeds (no padding), as `scores`."""
     order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]), ~active)
     keep = sorted(order[: config.cull_keep].tolist())
     for k in sorted(set(range(len(seeds.seed_ids))) - set(keep)):
@@ -177,8 +203,10 @@ def train_and_evaluate(config: RunConfig) -> dict:
     """
     out_dir = pathlib.Path(config.out_dir).absolute()
     make_output_dir(out_dir, "--out_dir")
+    runtime = Runtime(config.seed_chunk)
     # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
-    with (RunLock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext()), libraries_logged_to(out_dir):
+    with (runtime.writer_only(RunLock, out_dir), runtime.writer_only(libraries_logged_to, out_dir),
+          matmul_precision(config.matmul_precision)):
         data = load_training_data(config.data)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                        sample_rate=float(data.sample_rate)))
@@ -186,25 +214,26 @@ def train_and_evaluate(config: RunConfig) -> dict:
         for line in describe_data(data):
             console(line)
         try:
-            return _train_and_finish(config, out_dir, data)
+            return _train_and_finish(config, out_dir, data, runtime)
         except WriteError as e:
             raise WriteError(f"{e}; {resume_advice(out_dir)}") from None
 
 
-def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingData) -> dict:
+def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingData, runtime: Runtime) -> dict:
     sample_rate = data.sample_rate
     steps_per_epoch = n_batches(len(data.x), config.batch_size)
-    setup = Setup.build(config, sample_rate, steps_per_epoch)
-    train_set = setup.program.place(training_set(data, setup.model.time_scale), sharded=False)
+    setup = Setup.build(config, sample_rate, steps_per_epoch, runtime)
+    console(runtime.members_line(config.n_members))
+    train_set = runtime.replicate(training_set(data, setup.model.time_scale))
     tf_var = teacher_acceleration_variance(data.d2x.astype(np.float64) * setup.model.time_scale**2)
     val_dxdt = first_derivative(data.val_vocalisations)
     with Checkpoints(out_dir / "checkpoints", config.max_saved) as checkpoints:
         seeds = _start(config, out_dir, setup, checkpoints)
-        write_json(out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x)))
-        with Logbook(out_dir, config, steps_per_epoch) as logbook:
+        runtime.write(write_json, out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x)))
+        with Logbook(out_dir, config, steps_per_epoch, writes=runtime.writes) as logbook:
             _train(config, setup, seeds, train_set, tf_var, data, val_dxdt, checkpoints, logbook)
-        write_json(out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x),
-                                                **setup.programs.summary()))
+        runtime.write(write_json, out_dir / RUN_INFO, run_info(config, sample_rate, steps_per_epoch, len(data.x),
+                                                               **setup.programs.summary()))
     return _finish(config, out_dir, setup, seeds, data, val_dxdt)
 
 
@@ -216,12 +245,12 @@ def _start(config: RunConfig, out_dir: pathlib.Path, setup: Setup, checkpoints: 
             console("no complete checkpoint in %s (the run before ended before its first, after --save_freq "
                     "epochs): training starts again from epoch 0", out_dir)
         seed_ids = list(range(config.n_members))
-        states, progress = setup.init(config, seed_ids)
+        states, progress = setup.place(*setup.init(config, seed_ids))
         return Seeds(states, progress, seed_ids, [], {}, {}, 0)
     meta = checkpoints.meta(start)
     check_resumable(out_dir, config, meta, start)
-    seed_ids, rows, stopped, skips = read_checkpoint_meta(meta)
-    states, progress = setup.restore(checkpoints, start, config, seed_ids)
+    seed_ids, rows, stopped, skips, n_stacked = read_checkpoint_meta(meta)
+    states, progress = setup.place(*setup.restore(checkpoints, start, config, seed_ids, n_stacked))
     console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
     return Seeds(states, progress, seed_ids, rows, stopped, skips, start)
 
@@ -229,26 +258,28 @@ def _start(config: RunConfig, out_dir: pathlib.Path, setup: Setup, checkpoints: 
 def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, tf_var, data: TrainingData, val_dxdt,
            checkpoints: Checkpoints, logbook: Logbook) -> None:
     """Trains `seeds` (in place) from their epoch to --n_epochs, or until every seed has stopped."""
-    program, sample_rate, programs = setup.program, data.sample_rate, setup.programs
-    seeds.states, seeds.progress = program.place((seeds.states, seeds.progress), sharded=True)
+    program, sample_rate, programs, runtime = setup.program, data.sample_rate, setup.programs, setup.runtime
     epoch_seconds, scores = [], None
     for epoch in range(seeds.epoch, config.n_epochs):
-        if not np.asarray(seeds.progress.active).any():
+        if not seeds.fetched(runtime, seeds.progress.active).any():
             console("every seed has stopped (diverged) by epoch %d: training ends early", epoch)
             break
         # Culling comes first, so the checkpoint of the cull epoch holds every seed (culled ones
         # too) and a run resumed from it culls the same way.
         if config.culling and epoch == config.cull_epoch and len(seeds.seed_ids) > config.cull_keep:
             if scores is None:  # resumed from the cull epoch's checkpoint
-                outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
+                outputs = seeds.fetched(runtime, program.autonomous_outputs(seeds.states, data.val_vocalisations,
+                                                                            val_dxdt))
                 scores = _score_seeds(data.val_vocalisations, outputs, sample_rate)
-            keep = _cull(config, epoch, seeds, scores)
-            seeds.states, seeds.progress = program.place(select_seeds((seeds.states, seeds.progress), keep),
-                                                         sharded=True)
+            keep = _cull(config, epoch, seeds, scores, seeds.fetched(runtime, seeds.progress.active))
+            seeds.states, seeds.progress = setup.place(*select_seeds(seeds.fetched(runtime, (seeds.states,
+                                                                                            seeds.progress)), keep))
             seeds.seed_ids = [seeds.seed_ids[k] for k in keep]
+            console(runtime.members_line(len(keep)))
+        stacked = pad_ids(seeds.seed_ids, seeds.progress.active.shape[0])  # the padding's settings are its copy's
         settings = MemberSettings(
-            warmup_weights(epoch, member_loss_weights(config, seeds.seed_ids), config.spec_warmup_epochs,
-                           config.env_warmup_epochs), member_values(config, seeds.seed_ids, "ic_noise_rms"))
+            warmup_weights(epoch, member_loss_weights(config, stacked), config.spec_warmup_epochs,
+                           config.env_warmup_epochs), member_values(config, stacked, "ic_noise_rms"))
         step_config, horizon = programs.step_config(epoch), programs.traced_horizon(epoch)
         epoch_args = (seeds.states, seeds.progress, train_set, settings, tf_var, step_config, horizon)
         key = programs.key(epoch, len(seeds.seed_ids))
@@ -257,9 +288,9 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
         t0 = time.perf_counter()
         seeds.states, seeds.progress, metrics, ran = program.run_epoch(*epoch_args)
         outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
+        outputs, metrics, ran, active = seeds.fetched(runtime, (outputs, metrics, ran, seeds.progress.active))
         scores = _score_seeds(data.val_vocalisations, outputs, sample_rate)
-        active, ran = np.asarray(seeds.progress.active), np.asarray(ran)
-        skipped = (np.asarray(metrics.skipped) * ran).sum(axis=1)
+        skipped = (metrics.skipped * ran).sum(axis=1)
         for k, seed_id in enumerate(seeds.seed_ids):
             seeds.skips[seed_id] = seeds.skips.get(seed_id, 0) + int(skipped[k])
             if not active[k] and seed_id not in seeds.stopped:
@@ -273,7 +304,8 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
         save = (done == config.n_epochs or (config.save_freq > 0 and done % config.save_freq == 0)
                 or (config.culling and done == config.cull_epoch) or not active.any())
         if save:
-            logbook.media(epoch, seeds.seed_ids, active, data.val_vocalisations[0], outputs[:, 0], sample_rate)
+            logbook.media(epoch, seeds.seed_ids, active, scores, data.val_vocalisations[0], outputs[:, 0],
+                          sample_rate)
             checkpoints.save(done, (seeds.states, seeds.progress), seeds.meta(config))
             seeds.epoch = done
 
@@ -297,8 +329,8 @@ def _compile(programs: EpochPrograms, key, program: SeedProgram, epoch_args, cac
 def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds, data: TrainingData,
             val_dxdt) -> dict:
     """Selection, test score, seed_cv.csv, manifest, WAV and figure."""
-    program, sample_rate, seed_ids = setup.program, data.sample_rate, seeds.seed_ids
-    val_outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
+    program, sample_rate, seed_ids, runtime = setup.program, data.sample_rate, seeds.seed_ids, setup.runtime
+    val_outputs = seeds.fetched(runtime, program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt))
     scores = _score_seeds(data.val_vocalisations, val_outputs, sample_rate)
     diverged = np.array([seed_id in seeds.stopped for seed_id in seed_ids])
     final_rows = seeds.rows + [
@@ -306,17 +338,19 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
                  seeds.stopped.get(seed_id, seeds.epoch), seeds.skips.get(seed_id, 0))
         for k, seed_id in enumerate(seed_ids)
     ]
-    write_seed_cv(out_dir / SEED_CV, final_rows)
+    runtime.write(write_seed_cv, out_dir / SEED_CV, final_rows)
     order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]), diverged)
     best = int(order[0])
-    manifest = {**manifest_fields(config, data, seeds.skips), **setup.programs.summary()}
+    manifest = {**manifest_fields(config, data, seeds.skips, runtime.describe()), **setup.programs.summary(),
+                "n_stacked": seeds.progress.active.shape[0]}
     if diverged[best]:
         manifest.update(selected_seed=None, diverged_seeds=sorted(seeds.stopped))
-        write_json(out_dir / MANIFEST, manifest)
+        runtime.write(write_json, out_dir / MANIFEST, manifest)
         stops = ", ".join(f"seed {k} after epoch {e}" for k, e in sorted(seeds.stopped.items()))
         raise NoSeedSurvived(f"every seed diverged ({stops}); nothing is selected, {out_dir / SEED_CV} has their "
                              "scores; try a lower --lr or other seeds (--seed)")
-    best_state = select_seeds(seeds.states, [best])
+    # The selected model is evaluated by every process on its own default device, from host copies.
+    best_state = select_seeds(seeds.fetched(runtime, seeds.states), [best])
     selected = f"member {member_name(config, seed_ids[best])}" if config.sweep else f"seed {seed_ids[best]}"
     manifest.update(selected_seed=seed_ids[best], selected_lambda=config.lam, selected_val_autonomy=scores[best][0],
                     selected_val_breakdown=scores[best][1], diverged_seeds=sorted(seeds.stopped),
@@ -330,7 +364,9 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
     tests = data.test_vocalisations
     shown = ("validation", data.val_vocalisations[0], val_outputs[best, 0])
     if len(tests):
-        test_outputs = program.autonomous_outputs(best_state, tests, first_derivative(tests))
+        # Padded to a stack for the devices; its first member is the selected seed.
+        on_devices = runtime.shard(pad_members(best_state, runtime.n_stacked(1)))
+        test_outputs = runtime.fetch(program.autonomous_outputs(on_devices, tests, first_derivative(tests)))[:1]
         (raw,) = _score_seeds(tests, test_outputs, sample_rate)
         (rescaled,) = _score_seeds(tests, test_outputs, sample_rate, rescale=True)
         shown = ("test", tests[0], test_outputs[0, 0])
@@ -338,15 +374,15 @@ def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds
                         rescaled_test_autonomy=rescaled[0], rescaled_test_breakdown=rescaled[1])
         model = nnx.merge(program.graphdef, jax.tree_util.tree_map(lambda a: a[0], best_state.params))
         wav = generate(model, tests[0], setup.rollout, rescale=True)
-        manifest["wav_written"] = write_wav(out_dir / WAV, wav, int(round(sample_rate)))
+        manifest["wav_written"] = runtime.write(write_wav, out_dir / WAV, wav, int(round(sample_rate)))
     else:
         logging.warning("no test vocalisations: no test score and no WAV")
         manifest.update(selected_test_autonomy=None, selected_test_breakdown={})
     kind, vocalisation, output = shown
-    write_png(out_dir / SPECGRAM, specgram_figure(
+    runtime.write(lambda: write_png(out_dir / SPECGRAM, specgram_figure(
         correct(vocalisation), correct(output), sample_rate,
-        title=f"selected {selected}, epoch {seeds.epoch}: first {kind} vocalisation"), DPI)
-    write_json(out_dir / MANIFEST, manifest)
+        title=f"selected {selected}, epoch {seeds.epoch}: first {kind} vocalisation"), DPI))
+    runtime.write(write_json, out_dir / MANIFEST, manifest)
     test = manifest["selected_test_autonomy"]
     console("selected %s: val autonomy %.3f, test autonomy %s; outputs in %s", selected, scores[best][0],
             "none" if test is None else f"{test:.3f}", out_dir)

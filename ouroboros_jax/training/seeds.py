@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.evaluation import autonomous_outputs
@@ -143,7 +143,11 @@ class SeedProgram:
     horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
     that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
     programs rather than one per horizon.
-    With several devices the seed axis is sharded over a `Mesh` with a "seed" axis.
+    With a `mesh` (`runtime.Runtime.mesh`) every device runs its own shard of the stack
+    (`shard_map`; the caller shards it, `runtime.Runtime.shard`): left to itself XLA's partitioner
+    gathers the whole seed axis onto every device for the FFTs of the loss. With `seed_chunk` the
+    seeds run in vmapped chunks of that many (over all devices), one chunk after another inside
+    the program, so its peak memory is that of one chunk.
     """
 
     graphdef: nnx.GraphDef
@@ -151,20 +155,21 @@ class SeedProgram:
     batch_size: int
     max_consecutive_skips: int
     rollout: RolloutConfig
+    seed_chunk: int = 0
+    mesh: Mesh | None = None
 
-    @functools.cached_property
-    def mesh(self) -> Mesh:
-        return Mesh(np.array(jax.devices()), ("seed",))
+    def _per_device(self, fn, n_mapped: int):
+        """`fn` of (the stack's first `n_mapped` arguments, shared ones), run by each device on its own
+        members (identity without a mesh)."""
+        if self.mesh is None:
+            return fn
 
-    def place(self, tree, sharded: bool):
-        """Puts `tree` on the devices: its leading (seed) axis sharded, or replicated."""
-        n_devices = self.mesh.devices.size
-        leading = {np.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(tree) if np.ndim(leaf)}
-        if sharded and n_devices > 1 and all(s % n_devices == 0 for s in leading):
-            spec = PartitionSpec("seed")
-        else:
-            spec = PartitionSpec()
-        return jax.device_put(tree, NamedSharding(self.mesh, spec))
+        def per_device(*args):
+            specs = (PartitionSpec("seed"),) * n_mapped + (PartitionSpec(),) * (len(args) - n_mapped)
+            return jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=PartitionSpec("seed"),
+                                 check_vma=False)(*args)
+
+        return per_device
 
     @functools.cache
     def _epoch_fn(self, config: StepConfig):
@@ -172,7 +177,8 @@ class SeedProgram:
             _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
-        return jax.jit(jax.vmap(seed_epoch, in_axes=(0, 0, 0, 0, 0, None, None, None)))
+        local_chunk = self.seed_chunk // (self.mesh.size if self.mesh is not None else 1)
+        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=5), n_mapped=5))
 
     @functools.cached_property
     def _compiled(self) -> dict:
@@ -231,15 +237,34 @@ class SeedProgram:
         def outputs(params, x, dxdt):
             return autonomous_outputs(nnx.merge(self.graphdef, params), x, dxdt, self.rollout)
 
-        return jax.jit(jax.vmap(outputs, in_axes=(0, None, None)))
+        return jax.jit(self._per_device(jax.vmap(outputs, in_axes=(0, None, None)), n_mapped=1))
 
-    def autonomous_outputs(self, states: TrainState, x: np.ndarray, dxdt: np.ndarray) -> np.ndarray:
-        """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n)."""
-        return np.asarray(self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32)))
+    def autonomous_outputs(self, states: TrainState, x, dxdt) -> jax.Array:
+        """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n), on the
+        devices, sharded like `states` (`runtime.Runtime.fetch` brings them to the host)."""
+        return self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32))
 
 
 def select_seeds(tree, indices):
-    """Gathers seeds `indices` along the leading axis of every leaf (culling)."""
-    indices = jnp.asarray(indices)
+    """Gathers seeds `indices` along the leading axis of every leaf (culling), host or device arrays."""
+    indices = np.asarray(indices)
     return jax.tree_util.tree_map(lambda a: a[indices], tree)
 
+
+
+def chunked_vmap(fn, seed_chunk: int, n_mapped: int):
+    """`jax.vmap(fn)` over the leading (seed) axis of the first `n_mapped` arguments, the others
+    shared; with `seed_chunk` > 0 the S seeds run as S / seed_chunk vmapped chunks of consecutive
+    seeds one after another (`lax.map`), so only one chunk's intermediates are live at a time."""
+    def mapped(*args):
+        batched = jax.vmap(fn, in_axes=(0,) * n_mapped + (None,) * (len(args) - n_mapped))
+        members, shared = args[:n_mapped], args[n_mapped:]
+        n_seeds = jax.tree_util.tree_leaves(members)[0].shape[0]
+        if not seed_chunk or seed_chunk >= n_seeds:
+            return batched(*args)
+        chunked = jax.tree_util.tree_map(lambda a: a.reshape(n_seeds // seed_chunk, seed_chunk, *a.shape[1:]),
+                                         members)
+        out = jax.lax.map(lambda chunk: batched(*chunk, *shared), chunked)
+        return jax.tree_util.tree_map(lambda a: a.reshape(n_seeds, *a.shape[2:]), out)
+
+    return mapped

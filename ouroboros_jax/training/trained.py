@@ -15,6 +15,7 @@ from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import Ouroboros
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.records import read_checkpoint_meta
 from ouroboros_jax.training.run import MANIFEST, RUN_INFO, Setup
 from ouroboros_jax.training.step import TrainState
 
@@ -90,8 +91,9 @@ def load_run(run_dir, epoch: int | None = None) -> TrainedRun:
         epoch = available[-1] if epoch is None else epoch
         if epoch not in available:
             raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
-        seed_ids = tuple(checkpoints.meta(epoch)["seed_ids"])
-        states, _ = setup.restore(checkpoints, epoch, config, seed_ids)
+        seed_ids, *_, n_stacked = read_checkpoint_meta(checkpoints.meta(epoch))
+        seed_ids = tuple(seed_ids)
+        states, _ = setup.restore(checkpoints, epoch, config, seed_ids, n_stacked)
     finally:
         checkpoints.close()
     return TrainedRun(run_dir, config, info, epoch, seed_ids, setup, states)
