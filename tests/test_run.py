@@ -204,7 +204,7 @@ DEMO_OVERRIDES = {"n_epochs": 2, "max_segs": 16, "context_len": 0.01, "silence_p
 
 @pytest.mark.slow
 def test_the_finch_recipe_passes_the_acceptance_bar(tmp_path):
-    """experiments/finch.flags as docs/results.md runs it (about 4 minutes): every measurable item
+    """experiments/finch.flags as docs/results.md runs it (about 2 minutes): every measurable item
     of SPEC (k)'s bar for the selected member."""
     out = tmp_path / "finch"
     result = run_cli("--flagfile=experiments/finch.flags", f"--out_dir={out}", timeout=3600)
