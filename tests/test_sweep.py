@@ -105,13 +105,18 @@ def _member_params(sweep_run):
     return [leaf[seed_ids.index(15)] for leaf in params], [leaf[seed_ids.index(0)] for leaf in params]
 
 
+def _trained_with_last_settings(out_dir, n_seeds):
+    """The final parameters of an unswept run of `n_seeds` seeds with member 15's settings."""
+    config = with_last_settings(out_dir, n_seeds)
+    train_and_evaluate(config)
+    return _final_states(out_dir, config)[1]
+
+
 @pytest.mark.slow
 def test_a_member_of_a_sweep_equals_the_seed_of_an_unswept_run_as_wide_bit_for_bit(sweep_run, tmp_path):
     """The sweep changes nothing but the values each member trains with."""
     member, _ = _member_params(sweep_run)
-    wide = with_last_settings(tmp_path / "wide", n_seeds=16)
-    train_and_evaluate(wide)
-    _, wide_params, _ = _final_states(tmp_path / "wide", wide)
+    wide_params = _trained_with_last_settings(tmp_path / "wide", n_seeds=16)
     for got, want in zip(member, wide_params):
         np.testing.assert_array_equal(got, want[0])
 
@@ -122,9 +127,7 @@ def test_a_member_of_a_sweep_equals_the_lone_run_with_its_settings_and_seed(swee
     # through the MRSTFT gradient: 1.2e-4 of the largest weight after 6 steps at lr 1e-2, 6e-8
     # with the anchor alone; the slow test above shows the member equals the seed of an unswept
     # run of 16 bit for bit).
-    lone = with_last_settings(tmp_path / "lone", n_seeds=1)
-    train_and_evaluate(lone)
-    _, lone_params, _ = _final_states(tmp_path / "lone", lone)
+    lone_params = _trained_with_last_settings(tmp_path / "lone", n_seeds=1)
     for got, want in zip(member, lone_params):
         scale = float(np.abs(want).max()) + 1e-12
         np.testing.assert_allclose(got, want[0], rtol=0, atol=1e-3 * scale)

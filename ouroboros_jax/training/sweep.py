@@ -14,7 +14,6 @@ members are the seeds. Every swept name is a setting that changes no shape:
 inside the model, which is compiled once for all members; run one sweep per value instead.
 """
 
-import itertools
 import math
 
 import numpy as np
@@ -65,8 +64,13 @@ def member_seed(member: int, n_seeds: int) -> int:
 
 def member_settings(config, member: int) -> dict:
     """The swept settings of a member, name -> value (empty without a sweep)."""
-    combos = list(itertools.product(*(values for _, values in config.sweep)))
-    return dict(zip((name for name, _ in config.sweep), combos[member // config.n_seeds]))
+    combo = np.unravel_index(member // config.n_seeds, [len(values) for _, values in config.sweep])
+    return {name: values[int(i)] for (name, values), i in zip(config.sweep, combo)}
+
+
+def _own(config, name: str) -> float:
+    """The run's own value of a sweepable setting (its flag)."""
+    return getattr(config, name) if hasattr(config, name) else getattr(config.loss, name)
 
 
 def member_name(config, member: int) -> str:
@@ -81,8 +85,7 @@ def member_name(config, member: int) -> str:
 
 def member_values(config, members, name: str) -> np.ndarray:
     """(S,) float32: setting `name` of each member (the swept value, or the run's own)."""
-    own = getattr(config, name) if hasattr(config, name) else getattr(config.loss, name)
-    return np.array([member_settings(config, m).get(name, own) for m in members], np.float32)
+    return np.array([member_settings(config, m).get(name, _own(config, name)) for m in members], np.float32)
 
 
 def member_loss_weights(config, members) -> LossWeights:
@@ -95,4 +98,4 @@ def values_of(config, name: str) -> tuple:
     for swept, values in config.sweep:
         if swept == name:
             return values
-    return (getattr(config, name) if hasattr(config, name) else getattr(config.loss, name),)
+    return (_own(config, name),)
