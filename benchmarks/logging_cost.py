@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 from absl import app, flags
+from timing import device_info, emit, versions
 
-from ouroboros_jax.data import DataConfig
+from ouroboros_jax.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.logbook import Logbook
 from ouroboros_jax.training.step import StepMetrics
-from timing import device_info, emit, versions
 
 flags.DEFINE_integer("seeds", 64, "Seeds S.")
 flags.DEFINE_integer("batches_per_epoch", 32, "Steps per epoch (the demo's).")
@@ -47,7 +47,7 @@ def main(argv):
     n_seeds, epochs = (4, 1) if FLAGS.quick else (FLAGS.seeds, FLAGS.epochs)
     rng = np.random.default_rng(0)
     seed_ids = list(range(n_seeds))
-    scores = [(float(s), {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": 1.0})
+    scores = [Autonomy(float(s), None, {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": 1.0})
               for s in rng.uniform(-1, 0, n_seeds)]
     active = np.ones(n_seeds, bool)
     ran = np.ones((n_seeds, FLAGS.batches_per_epoch), bool)
@@ -57,8 +57,7 @@ def main(argv):
     # The console lines go to stderr: stdout is the JSON.
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(sys.stderr):
         for media_seeds, key in ((FLAGS.media_seeds, "media_s"), (n_seeds, "media_every_seed_s")):
-            config = RunConfig(data=DataConfig(data_dir="@example"), n_epochs=epochs, n_seeds=n_seeds,
-                               media_seeds=media_seeds)
+            config = RunConfig.of(data_dir="@example", n_epochs=epochs, n_seeds=n_seeds, media_seeds=media_seeds)
             with Logbook(pathlib.Path(folder) / key, config, FLAGS.batches_per_epoch) as logbook:
                 for epoch in range(epochs):
                     step_metrics = metrics(rng, n_seeds, FLAGS.batches_per_epoch)

@@ -22,16 +22,21 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from absl import flags
+from synthetic import harmonic_batch
+from timing import device_info, emit, versions
 
 from ouroboros_jax import train  # noqa: F401  (defines the recipe's flags)
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
-from ouroboros_jax.training.run import Setup
-from ouroboros_jax.training.seeds import MemberSettings, SeedData, init_seeds, n_batches, seed_keys
-from synthetic import harmonic_batch
-from timing import device_info, emit, versions
+from ouroboros_jax.training.seeds import (
+    MemberSettings,
+    init_seeds,
+    n_batches,
+    seed_keys,
+)
+from ouroboros_jax.training.setup import Setup
+from ouroboros_jax.training.step import Batch
 
 flags.DEFINE_integer("steps", 2, "Training steps timed per program and horizon.")
 flags.DEFINE_float("sample_rate", 44100.0, "Sample rate of the synthetic data.")
@@ -58,12 +63,12 @@ def main() -> None:
     FLAGS(argv + ["--data_dir=synthetic"])
     config = train.config_from_flags()
     sample_rate = FLAGS.sample_rate
-    length = round(config.data.context_len * sample_rate)
-    steps_per_epoch = n_batches(config.data.max_segs, config.batch_size)
+    length = round(config.sampler.context_len * sample_rate)
+    steps_per_epoch = n_batches(config.sampler.max_segs, config.batch_size)
     setup = Setup.build(config, sample_rate, steps_per_epoch)
     programs, program = setup.programs, setup.program
     few = harmonic_batch(FLAGS.steps * config.batch_size, length, sample_rate, setup.model.time_scale)
-    data = setup.runtime.replicate(SeedData(*few))
+    data = setup.runtime.replicate(Batch(*few))
     vocalisations = harmonic_batch(config.data.n_val_vocs, FLAGS.vocalisation_len, sample_rate).x
     tf_var = 1.0
 
@@ -77,7 +82,7 @@ def main() -> None:
         low, high = programs.serves(program_horizon)
         step_s = {}
         for horizon in (low, high):  # the program's settings are those of any of its epochs
-            settings = MemberSettings(config.loss, config.ic_noise_rms)
+            settings = MemberSettings(config.objective.weights, config.objective.ic_noise_rms)
             args = (states, progress, data, settings, tf_var, programs.step_config(epochs[0]),
                     horizon if programs.horizon_is_data else None)
             compiled = program.compile_epoch(*args)

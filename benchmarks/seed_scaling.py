@@ -18,14 +18,25 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from absl import app, flags
-
-from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import LossWeights, teacher_acceleration_variance
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.seeds import MemberSettings, SeedData, SeedProgram, init_seeds, seed_keys
-from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, measure, versions
+
+from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.losses import teacher_acceleration_variance
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.training.config import ObjectiveConfig
+from ouroboros_jax.training.seeds import (
+    MemberSettings,
+    SeedProgram,
+    init_seeds,
+    seed_keys,
+)
+from ouroboros_jax.training.step import (
+    Batch,
+    StepConfig,
+    make_optimizer,
+    model_graphdef,
+)
 
 QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
 
@@ -53,7 +64,7 @@ def main(argv):
     segments = harmonic_batch(FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len, model.sample_rate,
                               model.time_scale)
     tf_var = teacher_acceleration_variance(segments.d2x)
-    data = SeedData(*(jnp.asarray(a) for a in segments))
+    data = Batch(*(jnp.asarray(a) for a in segments))
     optimizer = make_optimizer()
     rollout = RolloutConfig(unroll=FLAGS.unroll)
     program = SeedProgram(model_graphdef(model), optimizer, FLAGS.batch_size, max_consecutive_skips=50,
@@ -63,7 +74,7 @@ def main(argv):
     def epoch(seed_ids):
         """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
         states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
-        return lambda: program.run_epoch(states, progress, data, MemberSettings(LossWeights(), 1e-3), tf_var, config)
+        return lambda: program.run_epoch(states, progress, data, MemberSettings(ObjectiveConfig().weights, 1e-3), tf_var, config)
 
     separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]
     single = measure(separate_runs[0], jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)

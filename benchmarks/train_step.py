@@ -24,13 +24,30 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
-
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
-from ouroboros_jax.losses import LossWeights, acceleration_anchor_loss, mrstft_loss, teacher_acceleration_variance
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, measure, versions
+
+from ouroboros_jax.dynamics import (
+    RolloutConfig,
+    initial_state,
+    rollout,
+    teacher_acceleration,
+)
+from ouroboros_jax.losses import (
+    LossWeights,
+    acceleration_anchor_loss,
+    mrstft_loss,
+    teacher_acceleration_variance,
+)
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.training.config import ObjectiveConfig
+from ouroboros_jax.training.step import (
+    StepConfig,
+    init_train_state,
+    make_optimizer,
+    model_graphdef,
+    train_step,
+)
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}
 
@@ -64,7 +81,7 @@ class StepBench:
         data = harmonic_batch(self.batch_size, self.segment_len, self.model.sample_rate, self.model.time_scale)
         self.tf_var = jnp.float32(teacher_acceleration_variance(data.d2x))  # of the batch: the whole "training set"
         self.batch = jax.tree_util.tree_map(jnp.asarray, data)
-        self.weights = LossWeights(*(jnp.float32(w) for w in LossWeights()))  # arrays, as the run loop passes them
+        self.weights = LossWeights(*(jnp.float32(w) for w in ObjectiveConfig().weights))  # arrays, as the run loop passes them
         self.optimizer = make_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)

@@ -1,11 +1,17 @@
 """ouroboros_jax: the polynomial Ouroboros neural ODE of birdsong in JAX/Flax."""
 
-from ouroboros_jax.curriculum import HORIZON_SCHEDULES, distinct_horizons, horizon_for_epoch, warmup_weights
+from ouroboros_jax.curriculum import (
+    HORIZON_SCHEDULES,
+    distinct_horizons,
+    horizon_for_epoch,
+    warmup_weights,
+)
 from ouroboros_jax.data import (
     ANNOTATION_FORMATS,
     AnnotationSource,
     Category,
     DataConfig,
+    SamplerConfig,
     TrainingData,
     example_data_dir,
     find_syllables,
@@ -14,9 +20,22 @@ from ouroboros_jax.data import (
 )
 from ouroboros_jax.deer import DeerStats, deer_rollout, held_guess
 from ouroboros_jax.derivatives import first_derivative, second_derivative
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
+from ouroboros_jax.dynamics import (
+    RolloutConfig,
+    initial_state,
+    rollout,
+    teacher_acceleration,
+)
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import autonomous_outputs, autonomy_score, correct, generate, rank_seeds
+from ouroboros_jax.evaluation import (
+    Autonomy,
+    autonomous_outputs,
+    autonomy_score,
+    correct,
+    generate,
+    rank_seeds,
+)
+from ouroboros_jax.integrators import Rollout, integrate
 from ouroboros_jax.losses import (
     LossWeights,
     acceleration_anchor_loss,
@@ -29,6 +48,16 @@ from ouroboros_jax.losses import (
 from ouroboros_jax.model.lowpass import gaussian_lowpass
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.training.config import ObjectiveConfig, RunConfig
+from ouroboros_jax.training.run_state import (
+    RunState,
+    cull,
+    init_run,
+    restore_run,
+    save_run,
+    select,
+    train_epoch,
+)
 from ouroboros_jax.training.step import (
     Batch,
     StepConfig,
@@ -49,6 +78,7 @@ __all__ = [
     "ANNOTATION_FORMATS",
     "HORIZON_SCHEDULES",
     "AnnotationSource",
+    "Autonomy",
     "Batch",
     "Category",
     "DataConfig",
@@ -57,8 +87,13 @@ __all__ = [
     "InputError",
     "LossWeights",
     "ModelConfig",
+    "ObjectiveConfig",
     "Ouroboros",
+    "Rollout",
     "RolloutConfig",
+    "RunConfig",
+    "RunState",
+    "SamplerConfig",
     "StepConfig",
     "StepMetrics",
     "TrainState",
@@ -67,6 +102,7 @@ __all__ = [
     "autonomous_outputs",
     "autonomy_score",
     "correct",
+    "cull",
     "deer_rollout",
     "distinct_horizons",
     "envelope_l1_loss",
@@ -78,8 +114,10 @@ __all__ = [
     "generate",
     "held_guess",
     "horizon_for_epoch",
+    "init_run",
     "init_train_state",
     "initial_state",
+    "integrate",
     "load_reference_params",
     "load_training_data",
     "make_optimizer",
@@ -87,11 +125,15 @@ __all__ = [
     "mrstft_loss",
     "rank_seeds",
     "read_labelled_annotations",
+    "restore_run",
     "rollout",
+    "save_run",
     "second_derivative",
+    "select",
     "stft_magnitude",
     "teacher_acceleration",
     "teacher_acceleration_variance",
+    "train_epoch",
     "train_step",
     "warmup_weights",
     "with_hyperparameters",

@@ -7,28 +7,30 @@ named by the file's N), which `synthesize` and `plot` read like a trained run
 (ouroboros_jax/training/conversion.py; docs/cli.md). Needs torch (`pip install -e ".[bench]"`).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.training.conversion import NO_DATA_DIR, convert_reference_checkpoint
 
-_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None, "The reference's checkpoint_<N>.tar.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Run directory to write (must not hold a run).")
+FLAGS = cli.flag_set()
+_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None, "The reference's checkpoint_<N>.tar.", flag_values=FLAGS)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Run directory to write (must not hold a run).", flag_values=FLAGS)
 _SAMPLE_RATE = flags.DEFINE_integer("sample_rate", None,
-                                    "Sample rate (Hz) of the data the model was trained on; default 1 / tau.")
+                                    "Sample rate (Hz) of the data the model was trained on; default 1 / tau.",
+                                    flag_values=FLAGS)
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                "That data (<stem>.wav + <stem>.txt pairs), recorded for plot; optional.")
+                                "That data (<stem>.wav + <stem>.txt pairs), recorded for plot; optional.",
+                                flag_values=FLAGS)
 _CLAMP_STAGES = flags.DEFINE_bool("clamp_stages", False,
-                                  "Bound the kernel's input inside every RK4 stage (off: the reference's integrator).")
+                                  "Bound the kernel's input inside every RK4 stage (off: the reference's integrator).",
+                                  flag_values=FLAGS)
 
 
 @report_input_errors
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    for holder, what in ((_CHECKPOINT, "the reference's checkpoint_<N>.tar"), (_OUT_DIR, "the run directory to write")):
-        if holder.value is None:
-            raise InputError(f"--{holder.name} is required: {what}")
+    cli.check_command(argv, FLAGS, {"torch_checkpoint": "the reference's checkpoint_<N>.tar",
+                                    "out_dir": "the run directory to write"})
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     config = convert_reference_checkpoint(_CHECKPOINT.value, _OUT_DIR.value, _SAMPLE_RATE.value, _DATA_DIR.value,
                                           _CLAMP_STAGES.value)
@@ -40,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, FLAGS)

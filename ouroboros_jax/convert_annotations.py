@@ -13,29 +13,35 @@ recording (onset, offset, label) in --out_dir. Training reads the other formats 
 
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
-from ouroboros_jax.data.annotation_formats import ANNOTATION_FORMATS, AnnotationSource, convert_directory
+from ouroboros_jax import cli
+from ouroboros_jax.data.annotation_formats import (
+    ANNOTATION_FORMATS,
+    AnnotationSource,
+    convert_directory,
+)
 from ouroboros_jax.data.syllable_labels import describe_counts, label_counts
-from ouroboros_jax.errors import InputError, report_input_errors
+from ouroboros_jax.errors import report_input_errors
 
-_AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of the .wav/.flac recordings the annotations describe.")
+FLAGS = cli.flag_set()
+_AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of the .wav/.flac recordings the annotations describe.",
+                                 flag_values=FLAGS)
 _FORMAT = flags.DEFINE_string("annotation_format", None,
-                              f"Format of the annotations: {', '.join(f for f in ANNOTATION_FORMATS if f != 'ours')}.")
+                              f"Format of the annotations: {', '.join(f for f in ANNOTATION_FORMATS if f != 'ours')}.",
+                              flag_values=FLAGS)
 _ANNOTATION_DIR = flags.DEFINE_string("annotation_dir", None, "Folder of the annotation files (for generic-seq and "
-                                      "birdsong-recognition-dataset also the file itself); default --audio_dir.")
+                                      "birdsong-recognition-dataset also the file itself); default --audio_dir.",
+                                      flag_values=FLAGS)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for the <stem>.txt files; default --audio_dir, where "
-                               "training looks for them.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace .txt files that already exist.")
+                               "training looks for them.", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace .txt files that already exist.", flag_values=FLAGS)
 
 
 @report_input_errors
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    for holder, what in ((_AUDIO_DIR, "the folder of recordings"), (_FORMAT, "the format of the annotations")):
-        if holder.value is None:
-            raise InputError(f"--{holder.name} is required: {what}")
+    cli.check_command(argv, FLAGS, {"audio_dir": "the folder of recordings",
+                                    "annotation_format": "the format of the annotations"})
     audio_dir = pathlib.Path(_AUDIO_DIR.value).expanduser()
     out_dir = pathlib.Path(_OUT_DIR.value).expanduser() if _OUT_DIR.value else audio_dir
     source = AnnotationSource(_FORMAT.value, _ANNOTATION_DIR.value)
@@ -46,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

@@ -1,4 +1,5 @@
-"""The rollout as a Newton solve over the whole trajectory (DEER, Lim et al., ICLR 2024; issue 8).
+"""The rollout as a Newton solve over the whole trajectory (DEER, Lim et al., ICLR 2024; issue 8);
+one of the integrators of `ouroboros_jax.integrators`.
 
 The states s_k = (x_k, v_k), k = 0..H-1, of `dynamics.rollout` satisfy s_{k+1} = f_k(s_k), f_k the
 RK4 step (`dynamics.rk4_step`) with the drives of sample k. Newton on all of them at once: around
@@ -26,7 +27,7 @@ class DeerStats(NamedTuple):
     """Per-example diagnostics of a DEER solve.
 
     Attributes:
-      iterations: (B,) int32, Newton iterations until convergence (max_iter where it did not).
+      iterations: (B,) int32, Newton iterations until convergence (deer_max_iter where it did not).
       fell_back: (B,) bool, the example did not converge and its trajectory is the sequential scan's.
     """
 
@@ -102,13 +103,13 @@ def _newton_step(states, omega2, gamma, W, config):
     return jnp.concatenate([s0[:, None], following], axis=1), defect
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _solve(config, omega2, gamma, W, s0, guess):
     """The trajectory (B, H, 2) from s0 (B, 2) under the (B, H - 1[, P, P]) drives, and its stats.
 
     `guess` (B, H, 2) starts the iterations (its sample 0 is replaced by s0).
     """
-    batch = s0.shape[0]
+    batch, max_iter, tol = s0.shape[0], config.deer_max_iter, config.deer_tol
 
     def not_done(carry):
         i, _, _, converged = carry
@@ -146,12 +147,12 @@ def _solve(config, max_iter, tol, omega2, gamma, W, s0, guess):
     return states, iterations, ~converged
 
 
-def _solve_fwd(config, max_iter, tol, omega2, gamma, W, s0, guess):
-    states, iterations, fell_back = _solve(config, max_iter, tol, omega2, gamma, W, s0, guess)
+def _solve_fwd(config, omega2, gamma, W, s0, guess):
+    states, iterations, fell_back = _solve(config, omega2, gamma, W, s0, guess)
     return (states, iterations, fell_back), (states, omega2, gamma, W, guess)
 
 
-def _solve_bwd(config, max_iter, tol, residuals, cotangents):
+def _solve_bwd(config, residuals, cotangents):
     """The adjoint at the converged trajectory: lambda_{H-1} = g_{H-1},
     lambda_k = J_k^T lambda_{k+1} + g_k, then each step's drives get f_k's VJP applied to
     lambda_{k+1} and s_0 gets lambda_0. The guess gets none: the solution does not depend on it."""
@@ -184,13 +185,14 @@ def held_guess(x0: jax.Array, v0: jax.Array, horizon: int) -> jax.Array:
 
 
 def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, config: RolloutConfig = RolloutConfig(),
-                 max_iter: int = 30, tol: float = 1e-6, guess: jax.Array | None = None):
+                 guess: jax.Array | None = None):
     """`dynamics.rollout` by Newton iterations on the whole trajectory (DEER).
 
     Each iteration linearises the RK4 step around the current guess and solves the linear
     recurrence by an associative scan. An example has converged when its trajectory satisfies
-    every step to `tol` (max_k |s_{k+1} - f_k(s_k)| < tol for x and v) or an iteration changes it
-    by less than `tol`; iterations stop when all have, or after `max_iter`; an example that has
+    every step to tol = `config.deer_tol` (max_k |s_{k+1} - f_k(s_k)| < tol for x and v) or an
+    iteration changes it by less than tol; iterations stop when all have, or after
+    `config.deer_max_iter`; an example that has
     not converged falls back to the sequential scan. Gradients (w.r.t. the drives and the IC)
     come from the adjoint at the converged trajectory, not from backpropagating through the
     iterations.
@@ -199,11 +201,9 @@ def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, con
       drives: `Drives` of length L >= horizon (K is not used).
       x0, v0: (B,) initial state.
       horizon: H >= 2, the number of output samples (H - 1 steps); static.
-      config: integration settings (`unroll` only affects the fallback scan).
-      max_iter: Newton iterations at most; static.
-      tol: convergence threshold on each example's largest one-step defect and change per
-        iteration (float32 round-off of a step is ~1e-7 of the state, so much below that is not
-        reachable); static.
+      config: integration settings (`unroll` only affects the fallback scan). `deer_tol` is the
+        convergence threshold on each example's largest one-step defect and change per iteration
+        (float32 round-off of a step is ~1e-7 of the state, so much below that is not reachable).
       guess: (B, H, 2) initial trajectory (x, v), e.g. the data for data-IC examples; None holds
         the IC constant. It gets no gradient.
 
@@ -217,5 +217,5 @@ def deer_rollout(drives: Drives, x0: jax.Array, v0: jax.Array, horizon: int, con
         guess = held_guess(x0, v0, horizon)
     steps = horizon - 1
     step_drives = (jnp.square(drives.omega[:, :steps]), drives.gamma[:, :steps], drives.W[:, :steps])
-    states, iterations, fell_back = _solve(config, max_iter, tol, *step_drives, s0, jax.lax.stop_gradient(guess))
+    states, iterations, fell_back = _solve(config, *step_drives, s0, jax.lax.stop_gradient(guess))
     return states[..., 0], DeerStats(iterations, fell_back)

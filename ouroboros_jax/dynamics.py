@@ -18,35 +18,60 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import kernel_value
+from ouroboros_jax.settings import setting
+
+ROLLOUT_BACKENDS = ("scan", "deer")
+# The reference's --rollout-backend values: ways to run its one RK4 loop, which here is the scan.
+REFERENCE_ROLLOUT_BACKENDS = ("eager", "compile", "cudagraph")
+
+
+def _backend(name: str) -> str:
+    if name in REFERENCE_ROLLOUT_BACKENDS:
+        logging.warning("--rollout_backend=%s: the reference's eager, compile and cudagraph backends run the same "
+                        "RK4 loop, which here is one lax.scan: the run uses --rollout_backend=scan", name)
+        return "scan"
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    """How the rollout integrates.
+    """How the rollout integrates; the settings among its fields are the training CLI's flags.
 
     Attributes:
-      step_size: h = dt / tau in rescaled time (1.0 when tau = dt).
+      step_size: h = dt / tau in rescaled time (1.0 when tau = dt; the run sets it from the model).
       bound_x, bound_v: soft-tanh bounds of x and v after every step; None disables one.
       clamp_stages: also bound the kernel's input state inside every RK4 stage.
       unroll: `lax.scan` unroll factor (a speed knob; the result does not depend on it).
-      gradient: how the rollout is differentiated: "adjoint" (a reverse scan over the VJP of one
+      backend: the integrator (`ouroboros_jax.integrators`): "scan" (one `lax.scan`) or "deer"
+        (Newton iterations, `ouroboros_jax.deer`).
+      deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
+      gradient: how the scan is differentiated: "adjoint" (a reverse scan over the VJP of one
         RK4 step, recomputed from the saved state; 1.4x faster on CPU, docs/performance.md) or
         "autodiff" (JAX's transpose of the forward scan). Equal to float32 rounding.
     """
 
     step_size: float = 1.0
-    bound_x: float | None = 0.5
-    bound_v: float | None = 1.0
-    clamp_stages: bool = True
-    unroll: int = 1
+    bound_x: float | None = setting(0.5, "Soft-tanh bound of x.")
+    bound_v: float | None = setting(1.0, "Soft-tanh bound of x'.")
+    clamp_stages: bool = setting(True, "Bound the kernel's input inside every RK4 stage (off: the reference's form).")
+    unroll: int = setting(1, "Unroll factor of the rollout scan.")
+    backend: str = setting("scan", "How the rollout runs: one lax.scan, or DEER Newton iterations (the reference's "
+                           "eager, compile and cudagraph are the scan).", flag="rollout_backend",
+                           choices=ROLLOUT_BACKENDS + REFERENCE_ROLLOUT_BACKENDS, parse=_backend)
+    deer_max_iter: int = setting(30, "DEER: Newton iterations at most; an unconverged example falls back to the "
+                                 "scan.")
+    deer_tol: float = setting(1e-6, "DEER: converged when the trajectory satisfies every RK4 step to this.")
     gradient: Literal["adjoint", "autodiff"] = "adjoint"
 
     def __post_init__(self):
         if self.gradient not in ("adjoint", "autodiff"):
             raise ValueError(f"gradient must be 'adjoint' or 'autodiff', got {self.gradient!r}")
+        if self.backend not in ROLLOUT_BACKENDS:
+            raise ValueError(f"backend must be one of {ROLLOUT_BACKENDS}, got {self.backend!r}")
 
 
 def soft_tanh(u: jax.Array, bound: float | None) -> jax.Array:

@@ -3,7 +3,7 @@
 Every failure a user can cause or must act on is a `CommandError` whose message is one line
 naming the file or flag and what to do. The CLIs wrap their `main` with `report_input_errors`,
 which prints `error: <message>` (no traceback) and exits with the error's status, and parse
-their flags with `parse_flags`, which does the same for absl's flag errors:
+their flags with `cli.parse`, which does the same for absl's flag errors:
 
   2  `InputError`: a bad flag or file (also absl's flag errors)
   3  `NoSeedSurvived`: every seed of a run diverged, nothing was selected
@@ -17,8 +17,6 @@ import pathlib
 import shutil
 import sys
 import tempfile
-
-from absl import flags
 
 INTERRUPTED_STATUS = 130  # the shell's status for a process ended by SIGINT
 # Where the `error:` line goes once `HeldStderr.drop_for_good` has silenced standard error.
@@ -74,19 +72,6 @@ def _free_space(path: pathlib.Path) -> str:
             if free < 1000 or unit == "GB":
                 return f"{free:.1f} {unit}"
     return "unknown space"
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag reported as one `error:` line and exit status 2.
-
-    Pass it to `absl.app.run(main, flags_parser=parse_flags)`; absl's own parser prints two
-    lines and exits with status 1.
-    """
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {' '.join(str(e).split()).rstrip('.')}; see --helpfull for every flag", file=sys.stderr)
-        sys.exit(InputError.exit_status)
 
 
 class HeldStderr:

@@ -156,10 +156,25 @@ def _nan_mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else np.nan
 
 
+class Autonomy(NamedTuple):
+    """A model's autonomy on a set of vocalisations (`autonomy_score`).
+
+    Attributes:
+      score: the mean segment score.
+      segment_scores: (V,) each vocalisation's.
+      breakdown: `spec_corr`, `amp_pen`, `pitch_pen` (means over the segments where they are
+        defined, NaN if none), `bounded_frac` (fraction of bounded segments), `cold_start` and
+        `rescale`.
+    """
+
+    score: float
+    segment_scores: np.ndarray
+    breakdown: dict
+
+
 def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence[np.ndarray] | np.ndarray,
                    sample_rate: float, fmax: float = 8000.0, w_amp: float = 1.0, w_pitch: float = 1.0,
-                   diverge_score: float = -5.0, rescale: bool = False,
-                   cold_start: bool = True) -> tuple[float, np.ndarray, dict]:
+                   diverge_score: float = -5.0, rescale: bool = False, cold_start: bool = True) -> Autonomy:
     """The autonomy score of a model on a set of vocalisations (SPEC g.3).
 
     Args:
@@ -170,9 +185,7 @@ def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence
         lead-in and changes nothing (B22).
 
     Returns:
-      (mean segment score, (V,) segment scores, breakdown) with breakdown keys `spec_corr`,
-      `amp_pen`, `pitch_pen` (means over the segments where they are defined, NaN if none),
-      `bounded_frac` (fraction of bounded segments), `cold_start` and `rescale`.
+      The `Autonomy`.
     """
     segments = [segment_score(t, y, sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale)
                 for t, y in zip(targets, outputs, strict=True)]
@@ -182,7 +195,7 @@ def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence
     breakdown = {name: _nan_mean(np.array([getattr(s, name) for s in segments])) for name in _COMPONENTS}
     breakdown.update(bounded_frac=float(np.mean([s.bounded for s in segments])), cold_start=cold_start,
                      rescale=rescale)
-    return float(scores.mean()), scores, breakdown
+    return Autonomy(float(scores.mean()), scores, breakdown)
 
 
 def autonomous_outputs(model: Ouroboros, x: jax.Array, dxdt: jax.Array, rollout_config: RolloutConfig) -> jax.Array:
@@ -270,3 +283,9 @@ def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,
     no_score = np.isnan(autonomy)
     # np.lexsort sorts by the last key first and is stable, so equal seeds keep index order.
     return np.lexsort((-bounded_frac, -np.where(no_score, 0.0, autonomy), no_score, diverged))
+
+
+def ranking(scores: Sequence[Autonomy], diverged: np.ndarray | None = None) -> np.ndarray:
+    """`rank_seeds` of the seeds whose validation `Autonomy` is `scores`: indices, best first."""
+    return rank_seeds(np.array([s.score for s in scores]), np.array([s.breakdown["bounded_frac"] for s in scores]),
+                      diverged)

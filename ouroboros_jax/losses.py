@@ -276,12 +276,13 @@ def mse_accel_loss(pred_accel: jax.Array, target_accel: jax.Array, W=None, lam=N
 
 
 class LossWeights(NamedTuple):
-    """Weights of the spectral-mode loss terms (defaults: the reference's)."""
+    """Weights of the spectral-mode loss terms, scalars or arrays (their settings, with the
+    reference's defaults, are `training.config.ObjectiveConfig`'s)."""
 
-    lam_spec: float = 1.0
-    lam_tf: float = 1.0
-    lam_env: float = 0.0
-    lam_env_log: float = 0.0
+    lam_spec: float
+    lam_tf: float
+    lam_env: float
+    lam_env_log: float
 
 
 def total_loss(components: dict, weights: LossWeights) -> jax.Array:

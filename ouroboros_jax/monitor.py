@@ -10,27 +10,29 @@ kept between polls is a JSON file, by default in the run directory.
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax import cli
+from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.training.monitoring import Limits, poll
 
-_RUN_DIR = flags.DEFINE_string("run_dir", None, "The training run's --out_dir.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed id to watch (after culling, watch a kept one).")
-_WATCH = flags.DEFINE_float("watch", 0.0, "Poll every this many seconds until interrupted; 0: poll once.")
-_STATE_PATH = flags.DEFINE_string("state_path", None, "State kept between polls; default <run_dir>/monitor_state.json.")
+FLAGS = cli.flag_set()
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "The training run's --out_dir.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed id to watch (after culling, watch a kept one).", flag_values=FLAGS)
+_WATCH = flags.DEFINE_float("watch", 0.0, "Poll every this many seconds until interrupted; 0: poll once.",
+                            flag_values=FLAGS)
+_STATE_PATH = flags.DEFINE_string("state_path", None, "State kept between polls; default <run_dir>/monitor_state.json.",
+                                  flag_values=FLAGS)
 _DEAD_AFTER = flags.DEFINE_float("dead_after", Limits.dead_after_s,
-                                 "DEAD when the run has written no event for this many seconds.")
+                                 "DEAD when the run has written no event for this many seconds.", flag_values=FLAGS)
 _NAN_SPIKE = flags.DEFINE_integer("nan_spike", Limits.nan_spike,
-                                  "NAN_SPIKE when more steps than this were skipped since the last poll.")
+                                  "NAN_SPIKE when more steps than this were skipped since the last poll.",
+                                  flag_values=FLAGS)
 
 
 @report_input_errors
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    if _RUN_DIR.value is None:
-        raise InputError("--run_dir is required: the --out_dir of the training run to watch")
+    cli.check_command(argv, FLAGS, {"run_dir": "the --out_dir of the training run to watch"})
     if _WATCH.value < 0:
         raise InputError(f"--watch={_WATCH.value:g}: must be >= 0 seconds (0: poll once)")
     logging.set_verbosity(logging.WARNING)
@@ -48,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, FLAGS)

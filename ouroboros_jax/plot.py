@@ -14,20 +14,28 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 
+from ouroboros_jax import cli
 from ouroboros_jax.data import load_training_data
 from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.evaluation import correct, generate
-from ouroboros_jax.figures import DPI, drives_figure, epoch_means, loss_panels_figure, specgram_figure
+from ouroboros_jax.figures import (
+    DPI,
+    drives_figure,
+    epoch_means,
+    loss_panels_figure,
+    specgram_figure,
+)
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.logbook import console
 from ouroboros_jax.training.outputs import write_png
 from ouroboros_jax.training.records import member_folder
 from ouroboros_jax.training.run import RUN_INFO
+from ouroboros_jax.training.sweep import member_label
 from ouroboros_jax.training.trained import TrainedRun, load_run
 
 _compute_drives = nnx.jit(lambda model, x, dxdt: model(x, dxdt))
@@ -46,7 +54,7 @@ def _save(figure, out, dpi: int) -> pathlib.Path:
 def _validation_vocalisation(run: TrainedRun, voc_idx: int) -> np.ndarray:
     """Validation vocalisation `voc_idx` of the run, rebuilt from its recorded data settings. Returns (n,)."""
     try:
-        vocalisations = load_training_data(run.config.data).val_vocalisations
+        vocalisations = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations
     except InputError as e:
         raise InputError(f"{e} (the data of the run {run.run_dir}, as recorded in its {RUN_INFO})") from e
     if not 0 <= voc_idx < len(vocalisations):
@@ -88,7 +96,7 @@ def specgram(run_dir, seed: int | None = None, epoch: int | None = None, voc_idx
     output = generate(model, vocalisation, run.setup.rollout, rescale=rescale)
     kind = "rescaled deployed generation" if rescale else "raw autonomous output"
     figure = specgram_figure(target, output, run.sample_rate,
-                             title=f"{run.run_dir.name}: epoch {run.epoch}, seed {seed}, "
+                             title=f"{run.run_dir.name}: epoch {run.epoch}, {member_label(run.config, seed)}, "
                                    f"validation vocalisation {voc_idx} ({kind})")
     suffix = "_rescaled" if rescale else ""
     path = _save(figure, out or run.run_dir / f"specgram_epoch{run.epoch}_seed{seed}_voc{voc_idx}{suffix}.png", dpi)
@@ -166,7 +174,8 @@ def drives(run_dir, voc_idx: int, seed: int | None = None, epoch: int | None = N
     run, seed, model, vocalisation = _model_and_vocalisation(run_dir, seed, epoch, voc_idx)
     x = vocalisation[None].astype(np.float32)
     computed = _compute_drives(model, x, first_derivative(x).astype(np.float32))
-    title = f"{run.run_dir.name}: epoch {run.epoch}, seed {seed}, validation vocalisation {voc_idx}"
+    title = (f"{run.run_dir.name}: epoch {run.epoch}, {member_label(run.config, seed)}, validation vocalisation "
+             f"{voc_idx}")
     figure = drives_figure(correct(vocalisation), Drives(*(np.asarray(a[0]) for a in computed)), run.sample_rate,
                            time_scale=run.setup.model.time_scale, title=title)
     path = _save(figure, out or run.run_dir / f"drives_epoch{run.epoch}_seed{seed}_voc{voc_idx}.png", dpi)
@@ -181,21 +190,18 @@ _COMMAND_FLAGS = {
 }
 
 
-def _define_flags() -> None:
-    """Defines the CLI's flags.
-
-    Only when run as a program, so that importing the commands (tests, notebooks) never meets
-    another CLI's flags of the same name (`synthesize` also has --run_dir, --seed, --out) in one
-    process.
-    """
-    flags.DEFINE_string("run_dir", None, "specgram, drives: the run's --out_dir.")
-    flags.DEFINE_multi_string("run", [], "losses: label:run_dir, repeated once per run to overlay.")
-    flags.DEFINE_integer("seed", None, "The seed (default: the run's selected seed; losses: 0).")
-    flags.DEFINE_integer("epoch", None, "specgram, drives: the checkpoint, in completed epochs (default: newest).")
-    flags.DEFINE_integer("voc_idx", None, "specgram (default 0), drives (required): the validation vocalisation.")
-    flags.DEFINE_bool("rescale", False, "specgram: draw the rescaled deployed generation, not the raw output.")
-    flags.DEFINE_string("out", None, "The PNG (default: in the run directory; losses: losses.png here).")
-    flags.DEFINE_integer("dpi", DPI, "Resolution of the PNG.")
+FLAGS = cli.flag_set()
+flags.DEFINE_string("run_dir", None, "specgram, drives: the run's --out_dir.", flag_values=FLAGS)
+flags.DEFINE_multi_string("run", [], "losses: label:run_dir, repeated once per run to overlay.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", None, "The seed (default: the run's selected seed; losses: 0).", flag_values=FLAGS)
+flags.DEFINE_integer("epoch", None, "specgram, drives: the checkpoint, in completed epochs (default: newest).",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("voc_idx", None, "specgram (default 0), drives (required): the validation vocalisation.",
+                     flag_values=FLAGS)
+flags.DEFINE_bool("rescale", False, "specgram: draw the rescaled deployed generation, not the raw output.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("out", None, "The PNG (default: in the run directory; losses: losses.png here).", flag_values=FLAGS)
+flags.DEFINE_integer("dpi", DPI, "Resolution of the PNG.", flag_values=FLAGS)
 
 
 @report_input_errors
@@ -204,7 +210,7 @@ def main(argv):
         raise InputError(f"expected one command, {' | '.join(_COMMAND_FLAGS)}, then --flags; got {argv[1:]}")
     command = argv[1]
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
-    f = flags.FLAGS
+    f = FLAGS
     for name in sorted(set().union(*_COMMAND_FLAGS.values()) - _COMMAND_FLAGS[command]):
         if f[name].present:
             raise InputError(f"--{name} is not a flag of {command}; its flags: "
@@ -222,5 +228,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, FLAGS)

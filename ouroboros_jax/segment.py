@@ -12,64 +12,47 @@ written, and each is written to a temporary name and renamed, so a failure never
 partial annotations behind.
 """
 
-import dataclasses
 import pathlib
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from ouroboros_jax import cli
 from ouroboros_jax.data.segmenter import SegmenterConfig
-from ouroboros_jax.data.syllable_labels import describe_counts, label_counts, parse_syllables
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax.data.syllable_labels import (
+    describe_counts,
+    label_counts,
+    parse_syllables,
+)
+from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
-_DEFAULTS = SegmenterConfig()
+FLAGS = cli.flag_set()
 _AUDIO_DIR = flags.DEFINE_string(
-    "audio_dir", None, "Folder of .wav/.flac recordings to segment.", required=True
-)
+    "audio_dir", None, "Folder of .wav/.flac recordings to segment.", required=True, flag_values=FLAGS)
 _OUT_DIR = flags.DEFINE_string(
     "out_dir",
     None,
-    "Folder for the <stem>.txt annotations; default --audio_dir, where training expects them.",
-)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace annotation files that already exist.")
+    "Folder for the <stem>.txt annotations; default --audio_dir, where training expects them.", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace annotation files that already exist.", flag_values=FLAGS)
 _CHANNEL = flags.DEFINE_integer(
-    "channel", None, "Channel to use in multi-channel files (0-based); without it they are an error."
-)
+    "channel", None, "Channel to use in multi-channel files (0-based); without it they are an error.",
+                                flag_values=FLAGS)
 _CLUSTER = flags.DEFINE_string(
     "cluster", None, "Give every syllable a type by clustering: the number of types, or auto (chosen by "
-    "silhouette score); the labels go into the third column."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the clustering; the same seed gives the same types.")
+    "silhouette score); the labels go into the third column.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the clustering; the same seed gives the same types.",
+                             flag_values=FLAGS)
 _SYLLABLES = flags.DEFINE_string(
-    "syllables", "", "With --cluster: write only the syllables of these types (comma-separated); empty: all."
-)
-_SEGMENTER_HELP = {
-    "min_freq_hz": "Lower edge (Hz) of the frequency band whose power is tracked.",
-    "max_freq_hz": "Upper edge (Hz) of the frequency band whose power is tracked; capped at Nyquist.",
-    "window_ms": "Length of the spectrogram's Hann window (ms); it smooths the envelope.",
-    "hop_ms": "Spacing of the envelope's frames (ms); threshold crossings are interpolated between frames.",
-    "smooth_ms": "Extra Gaussian smoothing of the envelope (ms, standard deviation); 0 = none. "
-    "Raise it for noisy recordings.",
-    "noise_percentile": "Percentile of a file's envelope taken as its noise floor.",
-    "onset_db": "A syllable starts where the envelope rises this many dB above the noise floor.",
-    "offset_db": "A syllable ends where the envelope falls below this many dB above the noise floor "
-    "(<= --onset_db).",
-    "min_gap_ms": "Syllables closer than this (ms) are merged into one.",
-    "min_dur_ms": "Shorter syllables (ms) are dropped as clicks.",
-    "max_dur_ms": "Longer syllables (ms) are dropped as noise or calls.",
-}
-for _field in dataclasses.fields(SegmenterConfig):
-    flags.DEFINE_float(_field.name, getattr(_DEFAULTS, _field.name), _SEGMENTER_HELP[_field.name])
+    "syllables", "", "With --cluster: write only the syllables of these types (comma-separated); empty: all.",
+                                 flag_values=FLAGS)
+cli.define_settings(SegmenterConfig, FLAGS)
 
 
 @report_input_errors
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    config = SegmenterConfig(
-        **{f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(SegmenterConfig)}
-    )
+    cli.check_command(argv, FLAGS)
+    config = cli.from_flags(SegmenterConfig, FLAGS)
     audio_dir = pathlib.Path(_AUDIO_DIR.value).expanduser()
     out_dir = pathlib.Path(_OUT_DIR.value).expanduser() if _OUT_DIR.value else audio_dir
     syllables = parse_syllables(_SYLLABLES.value)
@@ -97,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, FLAGS)

@@ -8,36 +8,39 @@ seed (or --seed) and integrator, and writes the detrended output as an int16 WAV
 recording's sample rate (ouroboros_jax/synthesis.py; docs/cli.md).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from ouroboros_jax.errors import InputError, parse_flags, report_input_errors
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.synthesis import synthesize
 
-_RUN_DIR = flags.DEFINE_string("run_dir", None, "The run: the --out_dir of train (or of convert).")
-_AUDIO = flags.DEFINE_string("audio", None, "The recording (.wav or .flac) at the run's sample rate.")
-_ONSET = flags.DEFINE_float("onset", None, "Onset of the syllable in seconds (with --offset).")
-_OFFSET = flags.DEFINE_float("offset", None, "Offset of the syllable in seconds (with --onset).")
-_TXT = flags.DEFINE_string("txt", None, "Annotation file naming the syllable instead (onset offset per row).")
+FLAGS = cli.flag_set()
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "The run: the --out_dir of train (or of convert).", flag_values=FLAGS)
+_AUDIO = flags.DEFINE_string("audio", None, "The recording (.wav or .flac) at the run's sample rate.",
+                             flag_values=FLAGS)
+_ONSET = flags.DEFINE_float("onset", None, "Onset of the syllable in seconds (with --offset).", flag_values=FLAGS)
+_OFFSET = flags.DEFINE_float("offset", None, "Offset of the syllable in seconds (with --onset).", flag_values=FLAGS)
+_TXT = flags.DEFINE_string("txt", None, "Annotation file naming the syllable instead (onset offset per row).",
+                           flag_values=FLAGS)
 _ROW = flags.DEFINE_integer("row", None, "Row of --txt, 0-based in onset order among the rows of --syllables; "
-                            "default 0.")
+                            "default 0.", flag_values=FLAGS)
 _SYLLABLES = flags.DEFINE_string("syllables", None, "Labels whose rows of --txt --row counts, comma-separated; "
-                                 "default the run's --syllables; empty: every row.")
-_OUT = flags.DEFINE_string("out", None, "The WAV to write.")
-_RESCALE = flags.DEFINE_bool("rescale", True, "Scale the output to the syllable's level (off: the model's own).")
-_SEED = flags.DEFINE_integer("seed", None, "Seed id that sings; default the run's selected seed.")
-_EPOCH = flags.DEFINE_integer("epoch", None, "Checkpoint (completed epochs); default the newest.")
+                                 "default the run's --syllables; empty: every row.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "The WAV to write.", flag_values=FLAGS)
+_RESCALE = flags.DEFINE_bool("rescale", True, "Scale the output to the syllable's level (off: the model's own).",
+                             flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", None, "Seed id that sings; default the run's selected seed.", flag_values=FLAGS)
+_EPOCH = flags.DEFINE_integer("epoch", None, "Checkpoint (completed epochs); default the newest.", flag_values=FLAGS)
 _SILENCE_PAD = flags.DEFINE_integer("silence_pad_samples", None,
-                                    "Lead-in before the onset, in samples; default the run's.")
-_CHANNEL = flags.DEFINE_integer("channel", None, "Channel of a multi-channel recording; default the run's.")
+                                    "Lead-in before the onset, in samples; default the run's.", flag_values=FLAGS)
+_CHANNEL = flags.DEFINE_integer("channel", None, "Channel of a multi-channel recording; default the run's.",
+                                flag_values=FLAGS)
 
 
 @report_input_errors
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-    for holder, what in ((_RUN_DIR, "the run directory"), (_AUDIO, "a recording"), (_OUT, "the WAV to write")):
-        if holder.value is None:
-            raise InputError(f"--{holder.name} is required: {what}")
+    cli.check_command(argv, FLAGS, {"run_dir": "the run directory", "audio": "a recording",
+                                    "out": "the WAV to write"})
     logging.set_verbosity(logging.WARNING)  # keep the libraries' INFO chatter off the terminal
     result = synthesize(_RUN_DIR.value, _AUDIO.value, _OUT.value, onset=_ONSET.value, offset=_OFFSET.value,
                         txt=_TXT.value, row=_ROW.value, rescale=_RESCALE.value, seed=_SEED.value, epoch=_EPOCH.value,
@@ -49,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, FLAGS)

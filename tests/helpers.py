@@ -1,9 +1,12 @@
 """Shared test fixtures that need the package: golden-configured models and drives, SSM references."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ouroboros_jax.data import DataConfig, SamplerConfig, load_training_data
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
 
@@ -47,3 +50,11 @@ def ssm_inputs(batch, length, d_inner, d_state, seed=0, dtype=np.float32):
     A = -np.exp(rng.uniform(-1.0, 1.5, (d_inner, d_state)))
     Bt, Ct = rng.standard_normal((2, batch, length, d_state))
     return tuple(jnp.asarray(a, dtype) for a in (delta, x, A, Bt, Ct))
+
+
+def load_data(data_dir, seed: int = 1234, **settings):
+    """`load_training_data` of `data_dir` with these data and sampler settings, by their names."""
+    sampler_fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    sampler = SamplerConfig(**{k: v for k, v in settings.items() if k in sampler_fields})
+    data = DataConfig(str(data_dir), **{k: v for k, v in settings.items() if k not in sampler_fields})
+    return load_training_data(data, sampler, seed)

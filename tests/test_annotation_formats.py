@@ -20,7 +20,7 @@ from ouroboros_jax.data import (
     ANNOTATION_FORMATS,
     AnnotationSource,
     DataConfig,
-    load_training_data,
+    SamplerConfig,
     read_labelled_annotations,
 )
 from ouroboros_jax.data.annotation_formats import convert_directory
@@ -38,6 +38,7 @@ N_RECORDINGS = 6
 SYLLABLES = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]])
 SAMPLER = dict(context_len=0.02, silence_prefix_ms=5, silence_suffix_ms=5, edge_ms=2, max_segs=0,
                silence_pad_samples=100)
+from tests.helpers import load_data
 
 
 def labels_of(k: int) -> np.ndarray:
@@ -147,9 +148,8 @@ def test_round_trip_reads_the_syllables_and_labels(tmp_path, fmt):
         np.testing.assert_array_equal(labels, labels_of(k))
 
 
-def _allowed_starts(syllables, sample_rate, config):
+def _allowed_starts(syllables, sample_rate, sizes):
     """[first, last] window starts a syllable can give: ONSET at on - prefix ... OFFSET at off + suffix - L."""
-    sizes = config.sampler
     length = round(sizes.context_len * sample_rate)
     on, off = np.round(syllables * sample_rate).astype(int).T
     return np.stack([on - round(sizes.silence_prefix_ms * sample_rate / 1000),
@@ -160,12 +160,12 @@ def _allowed_starts(syllables, sample_rate, config):
 def test_one_syllable_type_trains_alone(tmp_path, fmt):
     """Windows and held-out vocalisations of --syllables=a come only from syllables labelled a."""
     audio, folder = labelled_bird(tmp_path, fmt, separate=fmt != "ours")
-    config = DataConfig(str(audio), syllables="a", annotation_format=fmt,
-                        annotation_dir=None if fmt == "ours" else str(folder), **SAMPLER)
-    data = load_training_data(config)
+    data = load_data(audio, syllables="a", annotation_format=fmt,
+                     annotation_dir=None if fmt == "ours" else str(folder), **SAMPLER)
+    sampler = SamplerConfig(**{k: v for k, v in SAMPLER.items() if k != "silence_pad_samples"})
     for (file_index, start) in data.window_sources:
         k = int(data.files.train[file_index].stem[3:])
-        ranges = _allowed_starts(SYLLABLES, SR, config)
+        ranges = _allowed_starts(SYLLABLES, SR, sampler)
         inside = (ranges[:, 0] <= start) & (start <= ranges[:, 1])
         assert inside.any() and set(labels_of(k)[inside]) == {"a"}, (k, start)
     # Every window of every a syllable of the training files (max_segs=0), so both labels' worth of files count.
@@ -180,10 +180,10 @@ def test_one_syllable_type_trains_alone(tmp_path, fmt):
 
 def test_all_syllables_without_a_choice(tmp_path):
     audio, folder = labelled_bird(tmp_path, "raven")
-    everything = load_training_data(DataConfig(str(audio), annotation_format="raven", **SAMPLER))
-    only_a = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="a", **SAMPLER))
-    only_b = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="b", **SAMPLER))
-    both = load_training_data(DataConfig(str(audio), annotation_format="raven", syllables="b,a", **SAMPLER))
+    everything = load_data(str(audio), annotation_format="raven", **SAMPLER)
+    only_a = load_data(str(audio), annotation_format="raven", syllables="a", **SAMPLER)
+    only_b = load_data(str(audio), annotation_format="raven", syllables="b", **SAMPLER)
+    both = load_data(str(audio), annotation_format="raven", syllables="b,a", **SAMPLER)
     assert len(everything.x) == len(only_a.x) + len(only_b.x) == len(both.x)
 
 
@@ -191,7 +191,7 @@ def test_an_unknown_label_lists_the_labels_with_counts(tmp_path):
     audio, _ = labelled_bird(tmp_path, "ours")
     with pytest.raises(InputError, match=r"^--syllables=a,C: no syllable is labelled C in --data_dir=.*; the labels "
                                          r"there are a \(12\), b \(12\)$"):
-        load_training_data(DataConfig(str(audio), syllables="a,C", **SAMPLER))
+        load_data(str(audio), syllables="a,C", **SAMPLER)
 
 
 def test_unlabelled_annotations_cannot_be_chosen_from(tmp_path):
@@ -199,7 +199,7 @@ def test_unlabelled_annotations_cannot_be_chosen_from(tmp_path):
     for stem in stems():
         write_annotations(audio / f"{stem}.txt", SYLLABLES)
     with pytest.raises(InputError, match=r"--syllables=a: the 24 syllables in .* have no labels; label them"):
-        load_training_data(DataConfig(str(audio), syllables="a", **SAMPLER))
+        load_data(str(audio), syllables="a", **SAMPLER)
 
 
 @pytest.mark.parametrize("value", ["a,,b", "a b", ","])

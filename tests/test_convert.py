@@ -60,7 +60,7 @@ def test_the_converted_run_computes_the_references_drives(converted, golden, gol
                                                       "drive_lowpass_ms", "keep_const")} == \
         {k: spec[k] for k in ("n_kernels", "n_layers", "d_state", "d_conv", "expand_factor", "drive_lowpass_ms",
                               "keep_const")}
-    assert not run.config.clamp_stages  # the integrator the reference trained it with
+    assert not run.config.rollout.clamp_stages  # the integrator the reference trained it with
     assert run.config.data.data_dir == NO_DATA_DIR
     drives = compute_drives(run.model(0), golden["small/input/x"], golden["small/input/dxdt"])
     for field in ("omega", "gamma", "W", "K"):

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ouroboros_jax.data import DataConfig, file_level_split, list_audio_files, load_training_data, read_audio
+from ouroboros_jax.data import file_level_split, list_audio_files, read_audio
 from ouroboros_jax.errors import InputError
 from tests.test_data_dataset import SR, SYLLABLES, tagged_samples, write_recording
 
 ROWS = "".join(f"{on} {off}\n" for on, off in SYLLABLES)
+from tests.helpers import load_data
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def data_dir(tmp_path):
 
 
 def load(directory, **settings):
-    return load_training_data(DataConfig(str(directory), **{"max_segs": 20, **settings}))
+    return load_data(str(directory), **{"max_segs": 20, **settings})
 
 
 def split(directory, val_frac=0.1, test_frac=0.1):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ouroboros_jax.data.dataset import DataConfig, load_training_data, segment_derivatives
+from ouroboros_jax.data.dataset import segment_derivatives
 from ouroboros_jax.data.example_data import example_data_dir, resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, sample_segments
@@ -17,6 +17,7 @@ from ouroboros_jax.errors import InputError
 
 SR = 8000
 SYLLABLES = np.array([[0.3, 0.4], [0.5, 0.65], [0.75, 0.8]])
+from tests.helpers import load_data
 
 
 def write_recording(directory, stem, samples, sample_rate=SR, annotation="0.3 0.4\n"):
@@ -44,7 +45,7 @@ def source_tags(x):
 
 
 def test_training_windows_come_from_all_training_files_only(data_dir):
-    data = load_training_data(DataConfig(str(data_dir), max_segs=60, seed=1))
+    data = load_data(str(data_dir), max_segs=60, seed=1)
     assert (len(data.files.train), len(data.files.val), len(data.files.test)) == (8, 1, 1)
     train_tags = {int(p.stem[3:]) for p in data.files.train}
     assert source_tags(data.x) == train_tags
@@ -53,15 +54,13 @@ def test_training_windows_come_from_all_training_files_only(data_dir):
     np.testing.assert_array_equal(np.bincount(data.categories), [24, 24, 12])
     assert data.categories.dtype == np.int32
     assert data.sample_rate == SR
-    expected = sample_segments(
-        load_recordings(data.files.train), DataConfig(str(data_dir), max_segs=60, seed=1).sampler
-    )
+    expected = sample_segments(load_recordings(data.files.train), SamplerConfig(max_segs=60), 1)
     np.testing.assert_array_equal(data.x, expected.x)
     np.testing.assert_array_equal(data.pool_sizes, expected.pool_sizes)
 
 
 def test_derivatives_are_computed_per_window(data_dir):
-    data = load_training_data(DataConfig(str(data_dir), max_segs=20))
+    data = load_data(str(data_dir), max_segs=20)
     for k in range(len(data.x)):
         window = data.x[k].astype(np.float64)
         np.testing.assert_array_equal(data.dxdt[k], first_derivative(window).astype(np.float32))
@@ -70,7 +69,7 @@ def test_derivatives_are_computed_per_window(data_dir):
 
 
 def test_val_and_test_vocalisations_are_cut_from_their_files(data_dir):
-    data = load_training_data(DataConfig(str(data_dir), silence_pad_samples=500))
+    data = load_data(str(data_dir), silence_pad_samples=500)
     for files, vocs in ((data.files.val, data.val_vocalisations), (data.files.test, data.test_vocalisations)):
         (path,) = files
         # [on - 500, off) of the first syllable, 0.3-0.4 s.
@@ -106,14 +105,14 @@ def test_first_vocalisation_is_the_earliest_syllable_of_an_unsorted_file(tmp_pat
     rows = "".join(f"{on} {off}\n" for on, off in SYLLABLES[::-1])
     for tag in range(5):
         write_recording(tmp_path, f"rec{tag}", tagged_samples(tag), annotation=rows)
-    data = load_training_data(DataConfig(str(tmp_path), silence_pad_samples=0, max_segs=10))
+    data = load_data(str(tmp_path), silence_pad_samples=0, max_segs=10)
     assert data.val_vocalisations.shape == (1, 800)  # 0.3-0.4 s, not the 0.75-0.8 s first row
 
 
 def test_bundled_example_data():
     assert resolve_data_dir("@example") == example_data_dir()
     assert (example_data_dir() / "NOTICE").read_text().count("CC BY 4.0") == 1
-    data = load_training_data(DataConfig("@example"))
+    data = load_data("@example")
     assert data.sample_rate == 32000
     assert (len(data.files.train), len(data.files.val), len(data.files.test)) == (16, 2, 2)
     assert data.x.shape == (6000, 1600)
@@ -130,7 +129,7 @@ def test_bundle_is_small():
 
 
 def load(directory, **settings):
-    return load_training_data(DataConfig(str(directory), **settings))
+    return load_data(str(directory), **settings)
 
 
 def test_missing_and_empty_directory(tmp_path):
@@ -230,13 +229,11 @@ def test_window_too_short_for_the_derivatives(data_dir):
 )
 def test_bad_settings_name_the_flag(settings, message):
     with pytest.raises(InputError, match=message):
-        DataConfig("somewhere", **settings)
+        load_data("somewhere", **settings)
 
 
-def test_config_normalises_the_ratio_and_mirrors_the_sampler():
-    config = DataConfig("d", ratio="1,1,0.5", max_segs=10, seed=3, context_len=0.02)
-    assert config.ratio == (1.0, 1.0, 0.5)
-    assert config.sampler == SamplerConfig(context_len=0.02, ratio=(1.0, 1.0, 0.5), max_segs=10, seed=3)
+def test_config_normalises_the_ratio():
+    assert SamplerConfig(ratio="1,1,0.5").ratio == (1.0, 1.0, 0.5)
 
 
 def test_segment_derivatives_shapes():

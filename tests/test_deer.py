@@ -1,16 +1,24 @@
 """The DEER rollout (issue 8): Newton on the whole trajectory equals the sequential scan."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ouroboros_jax.deer import deer_rollout, held_guess
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, state_trajectory
+from ouroboros_jax.dynamics import (
+    RolloutConfig,
+    initial_state,
+    rollout,
+    state_trajectory,
+)
 from ouroboros_jax.model.ouroboros import Drives
 from tests.helpers import golden_drives
 
-run_deer = jax.jit(deer_rollout, static_argnames=("horizon", "config", "max_iter", "tol"))
+run_deer = jax.jit(deer_rollout, static_argnames=("horizon", "config"))
+TWO_ITERATIONS = RolloutConfig(deer_max_iter=2)
 run_rollout = jax.jit(rollout, static_argnums=(3, 4))
 
 
@@ -46,7 +54,7 @@ def test_golden_drives_with_the_data_as_guess(golden):
     drives = golden_drives(golden, "small")
     x, v = jnp.asarray(golden["small/input/x"]), jnp.asarray(golden["small/input/dxdt"])
     guess = jnp.stack([x[:, :horizon], v[:, :horizon]], axis=-1)
-    got, stats = run_deer(drives, x[:, 0], v[:, 0], horizon, config, max_iter=64, guess=guess)
+    got, stats = run_deer(drives, x[:, 0], v[:, 0], horizon, dataclasses.replace(config, deer_max_iter=64), guess=guess)
     assert not stats.fell_back.any()
     assert (stats.iterations[:3] <= 8).all() and stats.iterations[3] > 20, stats.iterations
     expected = np.asarray(run_rollout(drives, x[:, 0], v[:, 0], horizon, config))
@@ -123,13 +131,13 @@ def test_an_unconverged_example_falls_back_to_the_scan_with_its_gradient():
     drives = drives._replace(W=drives.W.at[0, :, 0, 0].set(0.0))
     x0, v0 = jnp.array([0.0, 0.2]), jnp.array([0.0, 0.1])
     guess = jnp.zeros((2, horizon, 2)).at[1].set(jnp.array([0.4, -0.8])[None])
-    got, stats = run_deer(drives, x0, v0, horizon, max_iter=2, guess=guess)
+    got, stats = run_deer(drives, x0, v0, horizon, TWO_ITERATIONS, guess=guess)
     np.testing.assert_array_equal(stats.fell_back, [False, True])
     np.testing.assert_array_equal(stats.iterations, [1, 2])
     np.testing.assert_allclose(got, run_rollout(drives, x0, v0, horizon, RolloutConfig()), atol=1e-6)
 
     def deer(*args):
-        return deer_rollout(*args, max_iter=2, guess=guess)[0]
+        return deer_rollout(*args, TWO_ITERATIONS, guess=guess)[0]
 
     assert_gradients_equal(gradients(deer, drives, x0, v0, horizon), gradients(rollout, drives, x0, v0, horizon))
 
@@ -174,7 +182,7 @@ def test_under_vmap_only_the_sets_that_need_it_fall_back_and_a_loop_can_skip_the
     guess = jnp.stack([exact[0], held_guess(x0[1], v0[1], horizon)])
 
     def solve(d, x, v, g):
-        return deer_rollout(d, x, v, horizon, max_iter=2, guess=g)
+        return deer_rollout(d, x, v, horizon, TWO_ITERATIONS, guess=g)
 
     got, stats = jax.jit(jax.vmap(solve))(stacked, x0, v0, guess)
     np.testing.assert_array_equal(stats.fell_back, [[False, False], [True, True]])

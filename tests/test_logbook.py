@@ -4,7 +4,7 @@ media for the best --media_seeds seeds only, nothing from a process that does no
 import numpy as np
 from tensorboardX.proto import event_pb2
 
-from ouroboros_jax.data import DataConfig
+from ouroboros_jax.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.logbook import STEP_SCALARS, Logbook
@@ -23,7 +23,7 @@ def epoch_metrics(rng, n_seeds):
 
 
 def config(**overrides):
-    return RunConfig(**{"data": DataConfig(data_dir="@example"), "n_epochs": 3, "n_seeds": 3, **overrides})
+    return RunConfig.of(**{"data_dir": "@example", "n_epochs": 3, "n_seeds": 3, **overrides})
 
 
 def test_an_epoch_s_scalars_are_its_metrics_at_their_global_steps(tmp_path):
@@ -31,7 +31,7 @@ def test_an_epoch_s_scalars_are_its_metrics_at_their_global_steps(tmp_path):
     metrics = epoch_metrics(rng, 3)
     ran = np.ones((3, BATCHES), bool)
     ran[2, 3:] = False  # seed 2 stopped after its third step of the epoch
-    scores = [(-1.0, SCORE), (-2.0, SCORE), (-3.0, SCORE)]
+    scores = [Autonomy(-1.0, None, SCORE), Autonomy(-2.0, None, SCORE), Autonomy(-3.0, None, SCORE)]
     # Seeds 0, 4 and 7 of 8 (culling kept them): TensorBoard folders seed0, seed4, seed7.
     with Logbook(tmp_path, config(n_seeds=8), BATCHES) as logbook:
         logbook.epoch(1, [0, 4, 7], metrics, ran, scores, np.array([True, True, False]), [1.0])
@@ -46,7 +46,7 @@ def test_an_epoch_s_scalars_are_its_metrics_at_their_global_steps(tmp_path):
             np.testing.assert_array_equal(values, getattr(metrics, STEP_SCALARS[tag])[k][kept])
         nan_steps = scalars.get("Loss/nan_skip", (np.array([]), None))[0]
         np.testing.assert_array_equal(nan_steps, BATCHES + np.flatnonzero(ran[k] & (metrics.skipped[k] != 0)))
-        assert [a.tolist() for a in scalars["Val/autonomy"]] == [[2 * BATCHES - 1], [scores[k][0]]]
+        assert [a.tolist() for a in scalars["Val/autonomy"]] == [[2 * BATCHES - 1], [scores[k].score]]
         assert scalars["Seed/active"][1].tolist() == [float(k < 2)]
         assert "Loss/env" not in scalars  # --lam_env 0
 
@@ -68,7 +68,7 @@ def _media_seeds(tmp_path) -> set:
 def test_media_are_drawn_for_the_best_active_seeds_only(tmp_path):
     rng = np.random.default_rng(1)
     # Seed 3 scores best but has stopped; then seeds 1, 4, 0, 2 by validation autonomy.
-    scores = [(-0.5, SCORE), (-0.2, SCORE), (-0.9, SCORE), (0.0, SCORE), (-0.3, SCORE)]
+    scores = [Autonomy(score, None, SCORE) for score in (-0.5, -0.2, -0.9, 0.0, -0.3)]
     active = np.array([True, True, True, False, True])
     with Logbook(tmp_path, config(media_seeds=2, n_seeds=5), BATCHES) as logbook:
         logbook.media(0, [0, 1, 2, 3, 4], active, scores, rng.normal(0, 0.1, 400), rng.normal(0, 0.1, (5, 400)),
@@ -78,7 +78,7 @@ def test_media_are_drawn_for_the_best_active_seeds_only(tmp_path):
 
 def test_a_process_that_does_not_write_logs_nothing(tmp_path, capsys):
     rng = np.random.default_rng(2)
-    scores = [(-1.0, SCORE)] * 3
+    scores = [Autonomy(-1.0, None, SCORE)] * 3
     with Logbook(tmp_path, config(), BATCHES, writes=False) as logbook:
         logbook.epoch(0, [0, 1, 2], epoch_metrics(rng, 3), np.ones((3, BATCHES), bool), scores, np.ones(3, bool),
                       [1.0])

@@ -21,6 +21,7 @@ from ouroboros_jax.losses import (
     teacher_acceleration_variance,
     total_loss,
 )
+from ouroboros_jax.training.config import ObjectiveConfig
 
 SIGMA_2MS = 2.0 / 1000.0 * 44100.0  # 88.2 samples, the reference's env_ms = 2 at 44.1 kHz
 
@@ -285,7 +286,7 @@ def test_total_loss_is_weighted_sum():
 
 
 def test_loss_weights_defaults_are_reference():
-    assert LossWeights() == (1.0, 1.0, 0.0, 0.0)
+    assert ObjectiveConfig().weights == (1.0, 1.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def drawn(monkeypatch, name):
 def autonomous_output(run_dir, seed, epoch, voc_idx, rescale=False):
     """A seed's output at a checkpoint on a validation vocalisation, computed here from the checkpoint."""
     run = load_run(run_dir, epoch)
-    vocalisation = load_training_data(run.config.data).val_vocalisations[voc_idx]
+    vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations[voc_idx]
     return vocalisation, generate(run.model(seed), vocalisation, run.setup.rollout, rescale=rescale)
 
 
@@ -174,7 +174,7 @@ def test_drives_command(tiny_run, tmp_path, monkeypatch):
     for ((_, drives, _), kwargs), (seed, epoch, voc_idx) in zip(calls, [(manifest["selected_seed"], N_EPOCHS, 0),
                                                                         (0, 1, 1)]):
         run = load_run(out, epoch)
-        vocalisation = load_training_data(run.config.data).val_vocalisations[voc_idx][None]
+        vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations[voc_idx][None]
         expected = run.model(seed)(vocalisation, first_derivative(vocalisation).astype(np.float32))
         np.testing.assert_allclose(drives.omega, expected.omega[0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(drives.W, expected.W[0], rtol=1e-5, atol=1e-7)
@@ -193,7 +193,8 @@ def events(seed_dir: pathlib.Path):
 
 def test_checkpoints_log_audio_and_the_specgram_image_per_seed(tiny_run):
     out, _ = tiny_run
-    data = load_training_data(tiny_config(out).data)
+    config = tiny_config(out)
+    data = load_training_data(config.data, config.sampler, config.seed)
     batches = math.ceil(len(data.x) / BATCH_SIZE)
     for seed in (0, 1):
         media = {}

@@ -3,7 +3,6 @@ damaged, no hang; one run per directory; settings that cannot work refused befor
 a run whose seeds all diverge stops early and says so."""
 
 import csv
-import dataclasses
 import errno
 import json
 import logging
@@ -23,7 +22,7 @@ import pytest
 from ouroboros_jax.curriculum import horizon_for_epoch
 from ouroboros_jax.errors import InputError, NoSeedSurvived
 from ouroboros_jax.training import lock as lock_module
-from ouroboros_jax.training import run as run_module
+from ouroboros_jax.training import setup as run_setup
 from ouroboros_jax.training.checkpoints import completed_epochs
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.lock import LOCK_FILE, RunLock
@@ -32,7 +31,7 @@ from ouroboros_jax.training.preflight import check_run_fits_data
 from ouroboros_jax.training.run import train_and_evaluate
 from ouroboros_jax.training.seeds import SeedProgram
 from ouroboros_jax.training.trained import load_run
-from tests.test_run import REPO, TINY_DATA, run_cli, tiny_config, tiny_run_config
+from tests.test_run import REPO, run_cli, tiny_config, tiny_run_config
 
 # The `tiny_run` recipe on the command line: 2 seeds, one horizon, a checkpoint after every epoch.
 TINY_CLI = ("--flagfile=experiments/demo.flags", "--max_segs=24", "--context_len=0.01", "--silence_prefix_ms=4",
@@ -64,7 +63,7 @@ def assert_one_error_line(result, status, message):
     (dict(lr=math.nan), "--lr=nan: must be a positive number"),
     (dict(bound_v=0.0), "--bound_v=0.0: must be positive"),
     (dict(bound_x=-1.0), "--bound_x=-1.0: must be positive"),
-    (dict(data=dataclasses.replace(TINY_DATA, n_val_vocs=0)), "--n_val_vocs=0: seeds are culled and selected by"),
+    (dict(n_val_vocs=0), "--n_val_vocs=0: seeds are culled and selected by"),
     (dict(n_epochs=2, cull_frac=0.9, cull_keep=1), "--cull_frac=0.9: culls after epoch 2 of --n_epochs=2, which "
                                                    "leaves no epoch to train the kept seeds"),
     (dict(h_min=600, h_max=300), "--h_min=600: must be in [1, --h_max=300]"),
@@ -244,7 +243,7 @@ def test_ctrl_c_is_one_line_that_says_where_to_resume(tmp_path):
 
 def poisoned_init(seeds):
     """`init_seeds` whose given stack indices start with a NaN constant forcing: all their steps are non-finite."""
-    original = run_module.init_seeds
+    original = run_setup.init_seeds
 
     def init_seeds(*args, **kwargs):
         states, progress = original(*args, **kwargs)
@@ -260,7 +259,7 @@ def seed_cv(out_dir):
 
 
 def test_skipped_steps_are_counted_and_log_only_nan_skip(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "init_seeds", poisoned_init([1]))
+    monkeypatch.setattr(run_setup, "init_seeds", poisoned_init([1]))
     manifest = train_and_evaluate(tiny_run_config(tmp_path, max_consecutive_skips=2))
     rows = seed_cv(tmp_path)
     assert (rows[0]["status"], rows[0]["skipped_steps"]) == ("finished", "0")
@@ -287,7 +286,7 @@ def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_p
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SeedProgram, "run_epoch", counted)
-    monkeypatch.setattr(run_module, "init_seeds", poisoned_init([0, 1]))
+    monkeypatch.setattr(run_setup, "init_seeds", poisoned_init([0, 1]))
     config = tiny_run_config(tmp_path, n_epochs=4, save_freq=3, max_consecutive_skips=2)
     with pytest.raises(NoSeedSurvived, match=r"^every seed diverged \(seed 0 after epoch 1, seed 1 after epoch 1\); "
                                              rf"nothing is selected, {tmp_path}/seed_cv.csv has their scores"):

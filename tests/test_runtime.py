@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import LossWeights
-from ouroboros_jax.training.runtime import Runtime, inactive_padding, matmul_precision, pad_members, unpadded
+from ouroboros_jax.training.config import ObjectiveConfig
+from ouroboros_jax.training.runtime import (
+    Runtime,
+    inactive_padding,
+    matmul_precision,
+    pad_members,
+    unpadded,
+)
 from ouroboros_jax.training.seeds import SeedProgress, init_seeds, seed_keys
 from ouroboros_jax.training.step import Batch, train_step
 from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
@@ -81,7 +87,7 @@ def test_the_matmul_precision_reaches_every_product_of_the_training_step(precisi
     batch = Batch(*(a[:4] for a in synthetic_data()))
     step = jax.jit(functools.partial(train_step, graphdef=program().graphdef, optimizer=OPTIMIZER, config=STEP))
     with matmul_precision(precision):
-        text = step.lower(state, batch, LossWeights(), 1e-3, None).as_text()
+        text = step.lower(state, batch, ObjectiveConfig().weights, 1e-3, None).as_text()
     products = re.findall(r"dot_general[^\n]*", text)
     assert len(products) > 10
     assert sum("HIGHEST" in p for p in products) == (len(products) if highest else 0)

@@ -13,11 +13,10 @@ import pytest
 
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.training.config import ObjectiveConfig
 from ouroboros_jax.training.seeds import (
     MemberSettings,
-    SeedData,
     SeedProgram,
     epoch_batches,
     init_seeds,
@@ -25,7 +24,12 @@ from ouroboros_jax.training.seeds import (
     seed_keys,
     select_seeds,
 )
-from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
+from ouroboros_jax.training.step import (
+    Batch,
+    StepConfig,
+    make_optimizer,
+    model_graphdef,
+)
 
 TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2)
 # A short horizon and quiet audio keep the rollout well-conditioned. With long horizons near
@@ -34,16 +38,16 @@ TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2
 # within a few Adam steps (measured: 7e-3 at H = 96 and amplitude 0.3 after 6 steps, 3e-8 here).
 STEP = StepConfig(horizon=32, stft_configs=((16, 4), (32, 8)))
 OPTIMIZER = make_optimizer(1e-3, 5.0)
-SETTINGS = MemberSettings(LossWeights(), 1e-3)
+SETTINGS = MemberSettings(ObjectiveConfig().weights, 1e-3)
 
 
-def synthetic_data(n=12, length=128, seed=0) -> SeedData:
+def synthetic_data(n=12, length=128, seed=0) -> Batch:
     rng = np.random.default_rng(seed)
     t = np.arange(length) / 44100
     x = np.stack([0.06 * np.sin(2 * np.pi * rng.uniform(1000, 3000) * t + rng.uniform(0, 6)) for _ in range(n)])
     x *= np.sin(np.pi * np.arange(length) / length)
-    return SeedData(jnp.asarray(x, jnp.float32), jnp.asarray(first_derivative(x), jnp.float32),
-                    jnp.asarray(second_derivative(x), jnp.float32), jnp.asarray(np.arange(n) % 3 == 0))
+    return Batch(jnp.asarray(x, jnp.float32), jnp.asarray(first_derivative(x), jnp.float32),
+                 jnp.asarray(second_derivative(x), jnp.float32), jnp.asarray(np.arange(n) % 3 == 0))
 
 
 def program(max_consecutive_skips=50, seed_chunk=0) -> SeedProgram:
@@ -139,8 +143,7 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
         sys.path.insert(0, {str(pathlib.Path(__file__).parent.parent)!r})
         import jax, numpy as np
         from jax.sharding import PartitionSpec
-        from tests.test_seeds import OPTIMIZER, STEP, TINY, program, synthetic_data
-        from ouroboros_jax.losses import LossWeights
+        from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
         from ouroboros_jax.training.runtime import Runtime
         from ouroboros_jax.training.seeds import init_seeds, seed_keys
         assert jax.device_count() == 4

@@ -13,12 +13,11 @@ from flax import nnx
 
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.data import DataConfig
 from ouroboros_jax.losses import LossWeights, mrstft_loss, total_loss
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.training.config import ObjectiveConfig, RunConfig
 from ouroboros_jax.training.programs import EpochPrograms
-from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.step import (
     Batch,
     StepConfig,
@@ -32,6 +31,7 @@ from ouroboros_jax.training.step import (
 from tests.helpers import golden_model
 
 ALL_TERMS = LossWeights(1.0, 1.0, 1.0, 1.0)
+DEFAULT_WEIGHTS = ObjectiveConfig().weights
 GOLDEN_STEP = StepConfig(horizon=1100, use_env=True, use_env_log=True, rollout=RolloutConfig(clamp_stages=False))
 
 
@@ -74,8 +74,8 @@ def test_golden_full_step_loss_and_gradients(golden, golden_json):
 
     def loss(params):
         drives = nnx.merge(graphdef, params)(batch.x, batch.dxdt)
-        components, x_hat, _ = spectral_losses(drives, batch, x0, v0, tf_var, 1.0, GOLDEN_STEP)
-        return total_loss(components, ALL_TERMS), (components, x_hat)
+        components, trajectory = spectral_losses(drives, batch, x0, v0, tf_var, 1.0, GOLDEN_STEP)
+        return total_loss(components, ALL_TERMS), (components, trajectory.x_hat)
 
     (total, (components, x_hat)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     for term in ("spec", "tf", "env", "env_log", "total"):
@@ -209,7 +209,7 @@ def test_loss_decreases_on_a_synthetic_syllable(mode):
     tf_var = float(np.var(np.asarray(batch.d2x), ddof=1))
     totals = []
     for _ in range(80):
-        state, metrics = step(state, batch, LossWeights(), tf_var)
+        state, metrics = step(state, batch, DEFAULT_WEIGHTS, tf_var)
         assert int(metrics.skipped) == 0
         totals.append(float(metrics.total))
     # The tiny model's spectral loss settles near 3/4 of its start within 80 steps (measured 0.78;
@@ -218,12 +218,12 @@ def test_loss_decreases_on_a_synthetic_syllable(mode):
 
 
 def test_mse_mode_reports_the_legacy_objective_with_the_run_s_penalty():
-    programs = EpochPrograms(RunConfig(DataConfig("unused"), loss_mode="mse_accel"), 44100.0, RolloutConfig())
+    programs = EpochPrograms(RunConfig(objective=ObjectiveConfig(loss_mode="mse_accel")), 44100.0, RolloutConfig())
     config = dataclasses.replace(programs.step_config(0), horizon=128)
     assert config.penalty_lam == 1.068  # --lam, which the run passes as the penalty base in this mode
     optimizer, step = jitted_step(config, 1e-3)
     state, batch = fresh_state(optimizer), syllable()
-    _, metrics = step(state, batch, LossWeights(), 1.0)
+    _, metrics = step(state, batch, DEFAULT_WEIGHTS, 1.0)
     # The objective by hand (SPEC e, legacy mode): mean_b sum_t (y_hat - d2x)^2 + mean_b sum_{t,i,j} lam^(i+j) W^2.
     drives = nnx.merge(model_graphdef(TINY), state.params)(batch.x, batch.dxdt)
     omega, gamma, W = (np.asarray(a, np.float64) for a in (drives.omega, drives.gamma, drives.W))
@@ -248,7 +248,7 @@ def test_deer_step_equals_the_scan_step(max_iter):
     """Same losses and update with either backend; with one Newton iteration every example falls
     back to the scan (and is counted), so the step is the scan's exactly."""
     _, scan_step = jitted_step(SMALL_STEP, 1e-3)
-    deer_config = dataclasses.replace(SMALL_STEP, rollout_backend="deer", deer_max_iter=max_iter)
+    deer_config = dataclasses.replace(SMALL_STEP, rollout=RolloutConfig(backend="deer", deer_max_iter=max_iter))
     optimizer, deer_step = jitted_step(deer_config, 1e-3)
     state, batch = fresh_state(optimizer), syllable()
     batch = batch._replace(x=0.2 * batch.x, dxdt=0.2 * batch.dxdt, d2x=0.2 * batch.d2x)  # well inside the bounds
@@ -336,8 +336,11 @@ def test_a_traced_horizon_gives_the_static_programs_loss_and_gradients(cold_star
                                                                                   jnp.int32(horizon))
             np.testing.assert_allclose(d_total, total, rtol=1e-5, err_msg=str(horizon))
             for name in ("spec", "env", "env_log"):
-                np.testing.assert_allclose(d_aux[0][name], aux[0][name], rtol=1e-5, err_msg=f"{name} at {horizon}")
-            np.testing.assert_allclose(d_aux[1:3], aux[1:3], rtol=1e-5, err_msg=f"health at {horizon}")
+                np.testing.assert_allclose(d_aux.components[name], aux.components[name], rtol=1e-5,
+                                           err_msg=f"{name} at {horizon}")
+            for name in ("rms_ratio", "pinned_frac"):
+                np.testing.assert_allclose(getattr(d_aux, name), getattr(aux, name), rtol=1e-5,
+                                           err_msg=f"{name} at {horizon}")
             for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(d_grads), jax.tree_util.tree_leaves(grads)):
                 scale = float(np.abs(np.asarray(want)).max())
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale + 1e-12,

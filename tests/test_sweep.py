@@ -77,9 +77,7 @@ def sweep_config(out_dir, **overrides):
 
 
 def with_last_settings(out_dir, n_seeds):
-    loss = sweep_config(out_dir).loss._replace(lam_tf=LAST["lam_tf"])
-    return sweep_config(out_dir, n_seeds=n_seeds, lr=LAST["lr"], grad_clip=LAST["grad_clip"],
-                        ic_noise_rms=LAST["ic_noise_rms"], loss=loss)
+    return sweep_config(out_dir, n_seeds=n_seeds, **LAST)
 
 
 def _final_states(out_dir, config):

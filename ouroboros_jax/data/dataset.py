@@ -10,17 +10,28 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from ouroboros_jax.data.annotation_formats import OURS, AnnotationSource, check_format
+from ouroboros_jax.data.annotation_formats import (
+    ANNOTATION_FORMATS,
+    OURS,
+    AnnotationSource,
+    check_format,
+)
 from ouroboros_jax.data.audio import list_audio_files
 from ouroboros_jax.data.checks import SILENCE, check_recordings, check_vocalisations
 from ouroboros_jax.data.example_data import resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
 from ouroboros_jax.data.splits import FileSplit, file_level_split
-from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts, parse_syllables
+from ouroboros_jax.data.syllable_labels import (
+    check_syllables_occur,
+    chosen,
+    label_counts,
+    parse_syllables,
+)
 from ouroboros_jax.data.vocalisations import cold_start_vocalisations
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.settings import setting
 
 # Samples spanned by the 9-point derivative stencils (SPEC a.1).
 _STENCIL_WIDTH = 9
@@ -28,35 +39,29 @@ _STENCIL_WIDTH = 9
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Data settings; each field is the training CLI flag of the same name (SPEC i defaults).
+    """Where the recordings are and what of them trains and is held out (SPEC f, i defaults).
 
-    `data_dir` may be "@example" for the bundled data; `ratio` may be given as "0.4,0.4,0.2";
-    `channel` picks one channel of multi-channel files (None: files must be mono). `syllables`
-    (labels, or "C,D"; empty: all) picks the syllable types that train and are held out;
-    `annotation_format` and `annotation_dir` say how and where the syllables are annotated.
+    Each field is the training CLI's flag of the same name (`ouroboros_jax.settings`). The
+    windows drawn from the training files are the sampler's (`SamplerConfig`).
     """
 
-    data_dir: str
-    val_frac: float = 0.1
-    test_frac: float = 0.1
-    n_val_vocs: int = 8
-    n_test_vocs: int = 8
-    silence_pad_samples: int = 2000
-    context_len: float = 0.05
-    edge_ms: float = 10.0
-    silence_prefix_ms: float = 25.0
-    silence_suffix_ms: float = 25.0
-    ratio: tuple[float, float, float] = (0.4, 0.4, 0.2)
-    max_segs: int = 6000
-    seed: int = 1234
-    channel: int | None = None
-    syllables: tuple[str, ...] = ()
-    annotation_format: str = OURS
-    annotation_dir: str | None = None
+    data_dir: str = setting(help="Directory of <stem>.wav + <stem>.txt pairs; '@example' for the bundled finch.",
+                            kind=str)
+    val_frac: float = setting(0.1, "Fraction of files held out for validation (file-level).")
+    test_frac: float = setting(0.1, "Fraction of files held out for test (file-level).")
+    n_val_vocs: int = setting(8, "Cold-start validation vocalisations.")
+    n_test_vocs: int = setting(8, "Cold-start test vocalisations.")
+    silence_pad_samples: int = setting(2000, "Lead-in before each cold-start vocalisation, in samples.")
+    channel: int | None = setting(None, "Channel to use from multi-channel files (default: files must be mono).",
+                                  kind=int)
+    syllables: tuple[str, ...] = setting((), "Labels of the syllable types to train on, comma-separated (e.g. C or "
+                                         "a,b); empty: every syllable.", kind=str, text=",".join)
+    annotation_format: str = setting(OURS, f"Format of the annotations: {', '.join(ANNOTATION_FORMATS)}.")
+    annotation_dir: str | None = setting(None, "Folder of the annotation files (for generic-seq and "
+                                         "birdsong-recognition-dataset also the file itself); default: beside the "
+                                         "recordings.", kind=str)
 
     def __post_init__(self):
-        # Validates (and normalises `ratio`) through the sampler's own checks.
-        object.__setattr__(self, "ratio", self.sampler.ratio)
         object.__setattr__(self, "syllables", parse_syllables(self.syllables))
         check_format(self.annotation_format)
         for name in ("val_frac", "test_frac"):
@@ -67,18 +72,6 @@ class DataConfig:
                 raise InputError(f"--{name}={getattr(self, name)}: must not be negative")
         if self.channel is not None and self.channel < 0:
             raise InputError(f"--channel={self.channel}: must not be negative")
-
-    @property
-    def sampler(self) -> SamplerConfig:
-        return SamplerConfig(
-            context_len=self.context_len,
-            edge_ms=self.edge_ms,
-            silence_prefix_ms=self.silence_prefix_ms,
-            silence_suffix_ms=self.silence_suffix_ms,
-            ratio=self.ratio,
-            max_segs=self.max_segs,
-            seed=self.seed,
-        )
 
     @property
     def annotations(self) -> AnnotationSource:
@@ -133,8 +126,10 @@ def _only(recording: Recording, syllables: tuple[str, ...]) -> Recording:
     return dataclasses.replace(recording, syllables=recording.syllables[keep], labels=recording.labels[keep])
 
 
-def load_training_data(config: DataConfig) -> TrainingData:
+def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) -> TrainingData:
     """Reads a data directory and builds the training set and the held-out vocalisations.
+
+    `seed` draws the file split and the sampler's windows (`--seed`).
 
     With `config.syllables`, only syllables with those labels give windows and vocalisations.
     Problems the reference skips silently are logged once each, with a count: empty annotation
@@ -149,7 +144,7 @@ def load_training_data(config: DataConfig) -> TrainingData:
     """
     directory = resolve_data_dir(config.data_dir)
     files = list_audio_files(directory, "--data_dir")
-    split = file_level_split(files, config.val_frac, config.test_frac, config.seed)
+    split = file_level_split(files, config.val_frac, config.test_frac, seed)
     recordings = load_recordings(files, config.channel, config.annotations)
     check_syllables_occur(config.syllables, label_counts(r.labels for r in recordings), f"--data_dir={config.data_dir}")
     by_path = {r.path: _only(r, config.syllables) for r in recordings}
@@ -170,10 +165,10 @@ def load_training_data(config: DataConfig) -> TrainingData:
         logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
                      "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
     check_recordings(directory, list(by_path.values()))
-    length = WindowSizes.at(config.sampler, sample_rate).length
+    length = WindowSizes.at(sampler, sample_rate).length
     if length < _STENCIL_WIDTH:
         raise InputError(
-            f"--context_len={config.context_len}: {length} samples at {sample_rate} Hz; "
+            f"--context_len={sampler.context_len}: {length} samples at {sample_rate} Hz; "
             f"a window needs at least {_STENCIL_WIDTH} for the derivative features"
         )
     short = [r.path for r in train if len(r.audio) < length]
@@ -183,12 +178,12 @@ def load_training_data(config: DataConfig) -> TrainingData:
             "%d samples), e.g. %s; they give no windows",
             len(short),
             len(train),
-            config.context_len,
+            sampler.context_len,
             length,
             short[0],
         )
 
-    segments = sample_segments(train, config.sampler)
+    segments = sample_segments(train, sampler, seed)
     if len(segments.x) == 0:
         raise InputError(
             f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "

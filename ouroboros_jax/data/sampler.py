@@ -19,6 +19,7 @@ import numpy as np
 
 from ouroboros_jax.data.recordings import Recording
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.settings import setting
 
 
 class Category(enum.IntEnum):
@@ -50,18 +51,19 @@ def parse_ratio(ratio: str | Sequence[float | str]) -> tuple[float, float, float
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """The sampler's settings (SPEC f.2, entry-point defaults); names are the training CLI's flags.
+    """The sampler's settings (SPEC f.2, entry-point defaults); each field is the training CLI's
+    flag of the same name (`ouroboros_jax.settings`).
 
     `ratio` may be given as "0.4,0.4,0.2"; it is stored as a tuple of three floats.
     """
 
-    context_len: float = 0.05
-    edge_ms: float = 10.0
-    silence_prefix_ms: float = 25.0
-    silence_suffix_ms: float = 25.0
-    ratio: tuple[float, float, float] = (0.4, 0.4, 0.2)
-    max_segs: int = 6000
-    seed: int = 1234
+    context_len: float = setting(0.05, "Training segment length in seconds.")
+    edge_ms: float = setting(10.0, "MID windows keep this far from onsets and offsets.")
+    silence_prefix_ms: float = setting(25.0, "Audio before the onset in ONSET windows.")
+    silence_suffix_ms: float = setting(25.0, "Audio after the offset in OFFSET windows.")
+    ratio: tuple[float, float, float] = setting((0.4, 0.4, 0.2), "ONSET,OFFSET,MID proportions.", kind=str,
+                                                text=lambda r: ",".join(f"{v:g}" for v in r))
+    max_segs: int = setting(6000, "Training segments to draw (<= 0: every window).")
 
     def __post_init__(self):
         object.__setattr__(self, "ratio", parse_ratio(self.ratio))
@@ -70,8 +72,6 @@ class SamplerConfig:
         for name in ("edge_ms", "silence_prefix_ms", "silence_suffix_ms"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name}={getattr(self, name)}: must not be negative")
-        if self.seed < 0:
-            raise InputError(f"--seed={self.seed}: must not be negative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +154,10 @@ class Segments:
     sources: np.ndarray
 
 
-def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> Segments:
+def sample_segments(recordings: Sequence[Recording], config: SamplerConfig, seed: int) -> Segments:
     """Draws the edge-biased training windows from annotated recordings (SPEC f.2).
 
-    Per category, `counts[c]` pool indices are drawn with `default_rng(config.seed).choice`,
+    Per category, `counts[c]` pool indices are drawn with `default_rng(seed).choice`,
     without replacement unless the pool is smaller than the count; empty pools are skipped (the
     total can then fall short of `max_segs`). All drawn windows are then shuffled by the same
     generator. With `max_segs <= 0` every pooled window is returned, shuffled.
@@ -165,6 +165,7 @@ def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> S
     Args:
       recordings: annotated recordings sharing one sample rate, in file order.
       config: the sampler's settings.
+      seed: the seed of the draw (`--seed`).
 
     Returns:
       The windows, their categories, the pool sizes and where each window came from. N = 0 if
@@ -173,7 +174,7 @@ def sample_segments(recordings: Sequence[Recording], config: SamplerConfig) -> S
     if not recordings:
         return Segments(np.zeros((0, 0), np.float32), np.zeros(0, np.int32), np.zeros(3, np.int64),
                         np.zeros((0, 2), np.int64))
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     sizes = WindowSizes.at(config, recordings[0].sample_rate)
     # pools[c] is a (P, 2) table of (recording index, start), in file and syllable order.
     per_recording = [window_starts(r.syllables, r.sample_rate, len(r.audio), sizes) for r in recordings]

@@ -27,6 +27,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.settings import setting
 
 # Power added before the logarithm, so digital silence gives a finite envelope.
 _POWER_FLOOR = 1e-20
@@ -34,22 +35,26 @@ _POWER_FLOOR = 1e-20
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterConfig:
-    """Thresholds of the syllable segmenter; field names are the `segment` CLI's flags.
+    """Thresholds of the syllable segmenter; each field is the `segment` CLI's flag of the same name.
 
     Defaults suit adult songbird song (zebra and Bengalese finches, canaries) in a quiet box.
     """
 
-    min_freq_hz: float = 500.0
-    max_freq_hz: float = 10000.0
-    window_ms: float = 5.0
-    hop_ms: float = 1.0
-    smooth_ms: float = 0.0
-    noise_percentile: float = 10.0
-    onset_db: float = 15.0
-    offset_db: float = 8.0
-    min_gap_ms: float = 5.0
-    min_dur_ms: float = 10.0
-    max_dur_ms: float = 500.0
+    min_freq_hz: float = setting(500.0, "Lower edge (Hz) of the frequency band whose power is tracked.")
+    max_freq_hz: float = setting(10000.0, "Upper edge (Hz) of the frequency band whose power is tracked; capped at "
+                                 "Nyquist.")
+    window_ms: float = setting(5.0, "Length of the spectrogram's Hann window (ms); it smooths the envelope.")
+    hop_ms: float = setting(1.0, "Spacing of the envelope's frames (ms); threshold crossings are interpolated "
+                            "between frames.")
+    smooth_ms: float = setting(0.0, "Extra Gaussian smoothing of the envelope (ms, standard deviation); 0 = none. "
+                               "Raise it for noisy recordings.")
+    noise_percentile: float = setting(10.0, "Percentile of a file's envelope taken as its noise floor.")
+    onset_db: float = setting(15.0, "A syllable starts where the envelope rises this many dB above the noise floor.")
+    offset_db: float = setting(8.0, "A syllable ends where the envelope falls below this many dB above the noise "
+                               "floor (<= --onset_db).")
+    min_gap_ms: float = setting(5.0, "Syllables closer than this (ms) are merged into one.")
+    min_dur_ms: float = setting(10.0, "Shorter syllables (ms) are dropped as clicks.")
+    max_dur_ms: float = setting(500.0, "Longer syllables (ms) are dropped as noise or calls.")
 
     def __post_init__(self):
         for name in ("window_ms", "hop_ms", "max_freq_hz", "max_dur_ms"):

@@ -17,8 +17,9 @@ from flax import nnx
 
 from ouroboros_jax.model.lowpass import gaussian_lowpass
 from ouroboros_jax.model.mamba import MambaEncoder, uniform_init
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, ScanImpl
 from ouroboros_jax.model.polynomial import kernel_value, structural_mask
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, ScanImpl
+from ouroboros_jax.settings import setting
 
 # osc_init constants (SPEC a.6): a marginal van-der-Pol-like limit cycle at initialisation.
 GAMMA_INIT = -0.01
@@ -46,17 +47,19 @@ class ModelConfig:
         (`ouroboros_jax.model.selective_scan`); the result is the same to float32 rounding.
     """
 
-    n_kernels: int = 15
-    n_layers: int = 3
-    d_state: int = 4
-    d_conv: int = 4
-    expand_factor: int = 10
-    drive_lowpass_ms: float = 1.0
-    keep_const: bool = True
-    osc_init: bool = False
+    n_kernels: int = setting(15, "Highest power of x and x' in the kernel polynomial (nTerms).")
+    n_layers: int = setting(3, "Mamba layers per encoder.")
+    d_state: int = setting(4, "Mamba state size.")
+    d_conv: int = setting(4, "Mamba convolution width.")
+    expand_factor: int = setting(10, "Mamba expansion factor.")
+    drive_lowpass_ms: float = setting(1.0, "Sigma of the zero-phase Gaussian low-pass of the drives (0: off).")
+    keep_const: bool = setting(True, "Keep the constant kernel coefficient W[0,0].")
+    osc_init: bool = setting(False, "Start every seed as a marginal limit cycle.")
     sample_rate: float = 44100.0
     tau: float | None = None
-    scan_impl: ScanImpl = "auto"
+    scan_impl: ScanImpl = setting("auto", "Selective-scan implementation of the encoders (auto: numba on CPU where "
+                                  "it is installed, else fused; associative on GPU).", flag="encoder_scan",
+                                  choices=SCAN_IMPLS)
 
     def __post_init__(self):
         if self.scan_impl not in SCAN_IMPLS:

@@ -1,112 +1,151 @@
-"""The settings of a run, checked once when they are made (DESIGN "Conventions": configuration
-is frozen dataclasses built from flags in one place, `ouroboros_jax.train`)."""
+"""The settings of a run: one nested frozen config, every setting defined once, with its flag's
+name, default and help (`ouroboros_jax.settings`; the CLI's flags are made from it).
+
+`RunConfig` groups the data (`DataConfig`), the sampler (`SamplerConfig`), the model
+(`ModelConfig`), the objective (`ObjectiveConfig`) and the rollout (`RolloutConfig`); its own
+fields are the run's: epochs, seeds, optimiser, curriculum, culling, checkpoints and devices.
+Every setting is checked once, when the config is made.
+"""
 
 import dataclasses
 import json
 import math
 
-from ouroboros_jax.data import DataConfig
+from ouroboros_jax import settings
+from ouroboros_jax.curriculum import HORIZON_SCHEDULES
+from ouroboros_jax.data import DataConfig, SamplerConfig
+from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.settings import setting
 from ouroboros_jax.training.runtime import MATMUL_PRECISIONS
-from ouroboros_jax.training.step import LOSS_MODES, ROLLOUT_BACKENDS
-from ouroboros_jax.training.sweep import SWEEPABLE, n_members
+from ouroboros_jax.training.step import LOSS_MODES
+from ouroboros_jax.training.sweep import SWEEPABLE, n_members, parse_sweep
 
 LR_SCHEDULES = ("constant", "cosine")
+# What may change when a run is resumed: where it is, how far it goes, how it uses the machine.
+_NOT_FINGERPRINTED = ("out_dir", "n_epochs", "seed_chunk", "media_seeds")
+
+
+def _check(ok: bool, flag: str, value, why: str) -> None:
+    if not ok:
+        raise InputError(f"--{flag}={value}: {why}")
+
+
+def parse_spec_configs(text) -> tuple:
+    """'256,64;512,128' (or pairs already) -> ((256, 64), (512, 128))."""
+    if not isinstance(text, str):
+        return tuple(tuple(pair) for pair in text)
+    try:
+        pairs = tuple(tuple(int(v) for v in pair.split(",")) for pair in text.split(";") if pair.strip())
+    except ValueError:
+        pairs = ()
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise InputError(f"--spec_configs={text}: expected n_fft,hop pairs separated by ';', e.g. 256,64;512,128")
+    return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """What training minimises (SPEC c, e): the loss, its weights and warm-ups, the cold start."""
+
+    loss_mode: str = setting("spectral_rollout", "The method, or the legacy MSE baseline.", choices=LOSS_MODES)
+    lam_spec: float = setting(1.0, "Weight of the multi-resolution STFT loss.")
+    lam_tf: float = setting(1.0, "Weight of the teacher-forced acceleration anchor.")
+    lam_env_log: float = setting(0.0, "Weight of the log-ratio envelope loss.")
+    env_log_eps: float = setting(1e-4, "Floor of the log-ratio envelope loss.")
+    lam_env: float = setting(0.0, "Weight of the linear envelope L1 loss.")
+    env_ms: float = setting(2.0, "Sigma of the envelope filter in ms.")
+    spec_configs: tuple = setting(DEFAULT_STFT_CONFIGS, "STFT n_fft,hop pairs separated by ';'.", kind=str,
+                                  text=lambda pairs: ";".join(f"{n},{h}" for n, h in pairs), parse=parse_spec_configs)
+    spec_warmup_epochs: int = setting(5, "Epochs over which lam_spec ramps up from 0.")
+    env_warmup_epochs: int = setting(0, "Epochs over which lam_env and lam_env_log ramp up.")
+    ic_noise_rms: float = setting(1e-3, "RMS of the cold-start initial state on ONSET segments.")
+    lam: float = setting(1.068, "Kernel-weight penalty base (used by --loss_mode=mse_accel; recorded otherwise).")
+
+    def __post_init__(self):
+        _check(self.loss_mode in LOSS_MODES, "loss_mode", self.loss_mode, f"must be one of {LOSS_MODES}")
+        _check(all(n >= 1 and h >= 1 for n, h in self.spec_configs), "spec_configs", self.spec_configs,
+               "needs positive n_fft,hop pairs")
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(self.lam_spec, self.lam_tf, self.lam_env, self.lam_env_log)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs; built from the flags in one place (`ouroboros_jax.train`).
+    """Everything a run needs; made from the flags by `ouroboros_jax.cli.from_flags`.
 
-    `model.sample_rate` is replaced by the data's sample rate once the data is read, so that the
-    records of a run (run.json, checkpoints) hold the rate it trained at.
+    `model.sample_rate` is replaced by the data's sample rate once the data is read, and
+    `rollout.step_size` by the model's (`Setup.build`), so that the records of a run (run.json,
+    checkpoints) hold what it trained with.
     """
 
-    data: DataConfig
+    data: DataConfig = DataConfig("")
+    sampler: SamplerConfig = SamplerConfig()
     model: ModelConfig = ModelConfig()
-    out_dir: str = "poly_spectral"
-    n_epochs: int = 50
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    n_seeds: int = 4
-    cull_frac: float = 0.0
-    cull_keep: int = 2
-    save_freq: int = 5
-    max_saved: int = 60
-    batch_size: int = 8
-    loss: LossWeights = LossWeights()
-    env_ms: float = 2.0
-    env_log_eps: float = 1e-4
-    spec_configs: tuple = DEFAULT_STFT_CONFIGS
-    h_min: int = 512
-    h_max: int = 2048
-    h_schedule: str = "geom"
-    spec_warmup_epochs: int = 5
-    env_warmup_epochs: int = 0
-    ic_noise_rms: float = 1e-3
-    grad_clip: float = 5.0
-    bound_x: float = 0.5
-    bound_v: float = 1.0
-    clamp_stages: bool = True
-    unroll: int = 1
-    rollout_backend: str = "scan"
-    deer_max_iter: int = 30
-    deer_tol: float = 1e-6
-    loss_mode: str = "spectral_rollout"
-    lam: float = 1.068
-    max_consecutive_skips: int = 50
-    sweep: tuple = ()  # ((name, (values...)), ...): `ouroboros_jax.training.sweep`
-    matmul_precision: str = "highest"
+    objective: ObjectiveConfig = ObjectiveConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    out_dir: str = setting("poly_spectral", "Run directory (created; re-running resumes).")
+    batch_size: int = setting(8, "Segments per optimisation step.")
+    h_min: int = setting(512, "Shortest rollout horizon (samples).")
+    h_max: int = setting(2048, "Longest rollout horizon (samples).")
+    h_schedule: str = setting("geom", "Horizon curriculum.", choices=HORIZON_SCHEDULES)
+    grad_clip: float = setting(5.0, "Global gradient-norm clip.")
+    n_epochs: int = setting(50, "Training epochs.")
+    lr: float = setting(1e-3, "Adam learning rate.")
+    lr_schedule: str = setting("constant", "Learning-rate schedule.", choices=LR_SCHEDULES)
+    n_seeds: int = setting(4, "Random seeds trained side by side.")
+    cull_frac: float = setting(0.0, "Cull after this fraction of the epochs (0: no culling).")
+    cull_keep: int = setting(2, "Seeds kept by culling.")
+    save_freq: int = setting(5, "Checkpoint every this many epochs (and at the end).")
+    max_saved: int = setting(60, "Checkpoints kept.")
+    seed: int = setting(1234, "Seed of the file split, the sampler and the model seeds.")
+    sweep: tuple = setting((), f"NAME=v1,v2,...: train every combination of the swept values times --n_seeds seeds "
+                           f"as members of one program (repeatable; NAME one of {', '.join(SWEEPABLE)}).", kind=list,
+                           text=lambda sweep: [f"{k}={','.join(f'{v:g}' for v in vs)}" for k, vs in sweep],
+                           parse=parse_sweep)
+    max_consecutive_skips: int = setting(50, "A seed that skips this many steps in a row is stopped.")
+    matmul_precision: str = setting("highest", "Precision of every matmul and contraction (encoders, the kernel in "
+                                    "every RK4 stage): highest (float32) or default (a GPU may use TF32).",
+                                    choices=MATMUL_PRECISIONS)
     # How the run uses the machine and what it logs, not what it computes: not checked on resume.
-    seed_chunk: int = 0
-    media_seeds: int = 4
+    seed_chunk: int = setting(0, "Seeds per vmapped chunk of the epoch program, the chunks running one after another "
+                              "to bound its memory; a multiple of the device count; 0: every seed at once.")
+    media_seeds: int = setting(4, "At each checkpoint, TensorBoard audio and figures for this many of the best "
+                               "active seeds (0: none).")
 
     def __post_init__(self):
-        def check(ok, flag, value, why):
-            if not ok:
-                raise InputError(f"--{flag}={value}: {why}")
-
-        check(self.n_epochs >= 1, "n_epochs", self.n_epochs, "must be at least 1")
-        check(self.n_seeds >= 1, "n_seeds", self.n_seeds, "must be at least 1")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be at least 1")
-        check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
-        check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
-        check(self.loss_mode in LOSS_MODES, "loss_mode", self.loss_mode, f"must be one of {LOSS_MODES}")
-        check(self.rollout_backend in ROLLOUT_BACKENDS, "rollout_backend", self.rollout_backend,
-              f"must be one of {ROLLOUT_BACKENDS}")
-        check(self.data.n_val_vocs >= 1, "n_val_vocs", self.data.n_val_vocs,
-              "seeds are culled and selected by their score on the validation vocalisations: at least 1 is needed")
-        check(0 <= self.cull_frac < 1, "cull_frac", self.cull_frac, "must be in [0, 1); 0 disables culling")
-        check(all(name in SWEEPABLE for name, _ in self.sweep), "sweep", self.sweep,
-              f"only {', '.join(SWEEPABLE)} can be swept")
+        for name in ("n_epochs", "n_seeds", "batch_size", "h_max", "max_saved", "max_consecutive_skips"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        for name in ("n_kernels", "n_layers", "d_state", "d_conv", "expand_factor"):
+            _check(getattr(self.model, name) >= 1, name, getattr(self.model, name), "must be at least 1")
+        _check(self.seed >= 0, "seed", self.seed, "must not be negative")
+        _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
+        _check(self.data.n_val_vocs >= 1, "n_val_vocs", self.data.n_val_vocs,
+               "seeds are culled and selected by their score on the validation vocalisations: at least 1 is needed")
+        _check(0 <= self.cull_frac < 1, "cull_frac", self.cull_frac, "must be in [0, 1); 0 disables culling")
         members = "members (seeds times swept settings)" if self.sweep else "seeds"
-        check(self.cull_frac == 0 or 1 <= self.cull_keep < self.n_members, "cull_keep", self.cull_keep,
-              f"culling (--cull_frac={self.cull_frac}) must keep between 1 and {self.n_members - 1} of the run's "
-              f"{self.n_members} {members}")
-        check(not self.culling or self.cull_epoch < self.n_epochs, "cull_frac", self.cull_frac,
-              f"culls after epoch {self.cull_epoch} of --n_epochs={self.n_epochs}, which leaves no epoch to train the "
-              "kept seeds; lower --cull_frac or raise --n_epochs")
-        check(self.h_max >= 1, "h_max", self.h_max, "must be at least 1")
+        _check(self.cull_frac == 0 or 1 <= self.cull_keep < self.n_members, "cull_keep", self.cull_keep,
+               f"culling (--cull_frac={self.cull_frac}) must keep between 1 and {self.n_members - 1} of the run's "
+               f"{self.n_members} {members}")
+        _check(not self.culling or self.cull_epoch < self.n_epochs, "cull_frac", self.cull_frac,
+               f"culls after epoch {self.cull_epoch} of --n_epochs={self.n_epochs}, which leaves no epoch to train "
+               "the kept seeds; lower --cull_frac or raise --n_epochs")
         # A constant horizon is h_max: h_min is not used then (the reference's smoke recipe leaves it at 512).
-        check(self.h_schedule == "const" or 1 <= self.h_min <= self.h_max, "h_min", self.h_min,
-              f"must be in [1, --h_max={self.h_max}]")
-        check(self.save_freq >= 0, "save_freq", self.save_freq, "must be >= 0 (0: only at the end)")
-        check(self.max_saved >= 1, "max_saved", self.max_saved, "must be at least 1")
-        check(self.grad_clip > 0, "grad_clip", self.grad_clip, "must be positive")
-        check(self.bound_x > 0, "bound_x", self.bound_x, "must be positive")
-        check(self.bound_v > 0, "bound_v", self.bound_v, "must be positive")
-        check(self.unroll >= 1, "unroll", self.unroll, "must be at least 1")
-        check(self.deer_max_iter >= 1, "deer_max_iter", self.deer_max_iter, "must be at least 1")
-        check(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
-        check(self.max_consecutive_skips >= 1, "max_consecutive_skips", self.max_consecutive_skips, "must be >= 1")
-        check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision", self.matmul_precision,
-              f"must be one of {MATMUL_PRECISIONS}")
-        check(self.seed_chunk >= 0, "seed_chunk", self.seed_chunk, "must be >= 0 (0: every seed in one vmapped chunk)")
-        check(self.media_seeds >= 0, "media_seeds", self.media_seeds, "must be >= 0 (0: no audio or figures)")
-        check(all(n >= 1 and h >= 1 for n, h in self.spec_configs), "spec_configs", self.spec_configs,
-              "needs positive n_fft,hop pairs")
+        _check(self.h_schedule == "const" or 1 <= self.h_min <= self.h_max, "h_min", self.h_min,
+               f"must be in [1, --h_max={self.h_max}]")
+        _check(self.save_freq >= 0, "save_freq", self.save_freq, "must be >= 0 (0: only at the end)")
+        _check(self.grad_clip > 0, "grad_clip", self.grad_clip, "must be positive")
+        r = self.rollout
+        for name in ("bound_x", "bound_v", "deer_tol"):
+            _check(getattr(r, name) > 0, name, getattr(r, name), "must be positive")
+        for name in ("unroll", "deer_max_iter"):
+            _check(getattr(r, name) >= 1, name, getattr(r, name), "must be at least 1")
+        _check(self.seed_chunk >= 0, "seed_chunk", self.seed_chunk, "must be >= 0 (0: every seed in one vmapped chunk)")
+        _check(self.media_seeds >= 0, "media_seeds", self.media_seeds, "must be >= 0 (0: no audio or figures)")
 
     @property
     def n_members(self) -> int:
@@ -122,20 +161,43 @@ class RunConfig:
         return max(1, round(self.cull_frac * self.n_epochs))
 
     @classmethod
+    def of(cls, **values) -> "RunConfig":
+        """A config from settings named by their flags, e.g. `RunConfig.of(data_dir="@example", lr=3e-3)`;
+        the others keep their defaults. Values are the fields' own (tuples, not flag text)."""
+        unknown = sorted(set(values) - {s.flag for s in settings.settings_of(cls)})
+        if unknown:
+            raise TypeError(f"RunConfig has no setting {', '.join(unknown)}")
+        return settings.build(cls, values, parse=False)
+
+    def setting(self, flag: str):
+        """The value of the setting whose flag is `flag` (e.g. "lam_tf"), wherever it is grouped."""
+        return settings.flat(self)[flag]
+
+    @classmethod
     def from_record(cls, fields: dict, out_dir: str, n_epochs: int) -> "RunConfig":
         """The config whose `fingerprint()` is `fields` (as stored in run.json and checkpoints)."""
-        f = dict(fields)
-        f["data"] = DataConfig(**{**f["data"], "ratio": tuple(f["data"]["ratio"])})
-        f["model"] = ModelConfig(**f["model"])
-        f["loss"] = LossWeights(*f["loss"])
-        f["spec_configs"] = tuple(map(tuple, f["spec_configs"]))
-        f["sweep"] = tuple((name, tuple(values)) for name, values in f.get("sweep", ()))
-        return cls(**f, out_dir=out_dir, n_epochs=n_epochs)
+        if "objective" not in fields:
+            fields = _regrouped(fields)
+        config = settings.from_record(cls, fields)
+        return dataclasses.replace(config, out_dir=out_dir, n_epochs=n_epochs)
 
     def fingerprint(self) -> dict:
         """What must not change when a run is resumed: everything but the output dir, the epochs, the
         seed chunk and the media seeds."""
-        fields = dataclasses.asdict(self)
-        for name in ("out_dir", "n_epochs", "seed_chunk", "media_seeds"):
+        fields = settings.record(self)
+        for name in _NOT_FINGERPRINTED:
             fields.pop(name)
         return json.loads(json.dumps(fields, default=str))
+
+
+def _regrouped(old: dict) -> dict:
+    """A record of a run made before the settings were grouped (flat, with `loss` a list and the
+    sampler's settings under `data`), as `RunConfig.fingerprint` records it now."""
+    old = dict(old)
+    data, model = dict(old.pop("data")), dict(old.pop("model"))
+    flat = {**dict(zip(LossWeights._fields, old.pop("loss"))), **old, **data,
+            **{"encoder_scan": model.pop("scan_impl"), **model}}
+    grouped = settings.record(settings.build(RunConfig, flat, parse=False))
+    # What are not settings: the model's sample rate and time constant.
+    grouped["model"].update(sample_rate=model.get("sample_rate", 44100.0), tau=model.get("tau"))
+    return grouped

@@ -20,15 +20,17 @@ from absl import logging
 from flax import nnx
 
 from ouroboros_jax.data import DataConfig, list_audio_files, resolve_data_dir
+from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
 from ouroboros_jax.training.checkpoints import Checkpoints
-from ouroboros_jax.training.outputs import make_output_dir, write_json
 from ouroboros_jax.training.config import RunConfig
-from ouroboros_jax.training.records import checkpoint_meta, run_info
-from ouroboros_jax.training.run import RUN_INFO, Setup
-from ouroboros_jax.training.seeds import init_seeds, seed_keys
+from ouroboros_jax.training.outputs import make_output_dir, write_json
+from ouroboros_jax.training.records import run_info
+from ouroboros_jax.training.run import RUN_INFO
+from ouroboros_jax.training.run_state import Records, RunState, save_run
+from ouroboros_jax.training.setup import Setup
 
 _STRUCTURE = ("tau", "n_layers", "d_state", "d_conv", "expand_factor", "n_kernel")
 _INSTALL_TORCH = 'reading a PyTorch checkpoint needs torch: pip install -e ".[bench]" (or pip install torch)'
@@ -139,7 +141,8 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
                         expand_factor=s["expand_factor"], drive_lowpass_ms=s["drive_lowpass_ms"],
                         keep_const=s["keep_const"], sample_rate=float(sample_rate), tau=tau)
     config = RunConfig(data=DataConfig(data_dir=NO_DATA_DIR if data_dir is None else data_dir), model=model,
-                       out_dir=str(out_dir), n_epochs=max(1, reference.epoch), n_seeds=1, clamp_stages=clamp_stages)
+                       out_dir=str(out_dir), n_epochs=max(1, reference.epoch), n_seeds=1,
+                       rollout=RolloutConfig(clamp_stages=clamp_stages))
     # The number of training batches is unknown (the model trained elsewhere); the constant learning rate needs none.
     setup = Setup.build(config, sample_rate, None)
     # A model of the right shape to load into, without initialising one (that compiles every
@@ -147,15 +150,12 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     shapes = nnx.state(nnx.eval_shape(lambda: Ouroboros(setup.model, rngs=nnx.Rngs(0))))
     ouroboros = nnx.merge(setup.program.graphdef, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), shapes))
     load_reference_params(ouroboros, reference.arrays, str(reference.path))
-    seed_ids = [0]
-    states, progress = init_seeds(setup.model, setup.optimizer, seed_keys(config.data.seed, seed_ids),
-                                  nnx.state(ouroboros))
+    state = RunState(*setup.place(*setup.init(config, [0], nnx.state(ouroboros))), (0,), Records(), reference.epoch)
 
     make_output_dir(out_dir, "--out_dir")
     checkpoints = Checkpoints(out_dir / "checkpoints", config.max_saved)
     try:
-        checkpoints.save(reference.epoch, (states, progress), checkpoint_meta(config, seed_ids, [], {}, {},
-                                                                         len(seed_ids)))
+        save_run(checkpoints, config, state)
     finally:
         checkpoints.close()
     # run.json last: without it the directory is not a run, so an interrupted conversion is never read as one.

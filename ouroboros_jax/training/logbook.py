@@ -29,10 +29,10 @@ from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.utils import figure_to_image
 
 from ouroboros_jax.errors import WriteError
-from ouroboros_jax.evaluation import correct, rank_seeds
+from ouroboros_jax.evaluation import correct, ranking
 from ouroboros_jax.figures import specgram_figure
 from ouroboros_jax.training.runtime import writes
-from ouroboros_jax.training.sweep import member_name, member_seed, member_settings, values_of
+from ouroboros_jax.training.sweep import member_label, member_name, member_seed, member_settings, values_of
 
 STEP_SCALARS = {
     "Loss/spec": "spec", "Loss/tf": "tf", "Loss/env": "env", "Loss/env_log": "env_log", "Loss/total": "total",
@@ -121,7 +121,7 @@ class Logbook:
     def __init__(self, out_dir: pathlib.Path, config, batches_per_epoch: int, writes: bool = True):
         self._out_dir, self._config, self._batches, self._writes = out_dir, config, batches_per_epoch, writes
         self._writers: dict[int, EventFile] = {}
-        deer, mse = config.rollout_backend == "deer", config.loss_mode == "mse_accel"
+        deer, mse = config.rollout.backend == "deer", config.objective.loss_mode == "mse_accel"
         no_env, no_env_log = (max(values_of(config, name)) <= 0 for name in ("lam_env", "lam_env_log"))
         skipped_terms = {"Loss/env": no_env, "Loss/env_log": no_env_log,
                          "Train/lam_env_log_t": no_env_log, "Train/deer_iterations": not deer,
@@ -149,7 +149,8 @@ class Logbook:
 
     def epoch(self, epoch: int, seed_ids, metrics, ran: np.ndarray, scores, active: np.ndarray, seconds: list,
               compile_seconds_ahead: float = 0.0):
-        """Logs one epoch. metrics: StepMetrics of (S, n_batches); ran: (S, n_batches); scores: per seed.
+        """Logs one epoch. metrics: StepMetrics of (S, n_batches); ran: (S, n_batches); scores:
+        `evaluation.Autonomy` per seed.
 
         `seconds`: the epochs' training times so far (compilation excluded); the ETA adds
         `compile_seconds_ahead` for the programs still to compile."""
@@ -170,9 +171,9 @@ class Logbook:
             # A skipped step's losses are not finite: logging them would blind the monitor's means.
             skipped = ran[k] & (values["skipped"][k] != 0)
             writer.scalars(["Loss/nan_skip"], [[1.0]] * int(skipped.sum()), steps[skipped].tolist())
-            score, breakdown = scores[k]
+            score = scores[k]
             writer.scalars(["Val/autonomy", *(f"Val/{n}" for n in VAL_SCALARS), "Seed/active"],
-                           [[score, *(breakdown[n] for n in VAL_SCALARS), float(active[k])]], [end])
+                           [[score.score, *(score.breakdown[n] for n in VAL_SCALARS), float(active[k])]], [end])
             writer.flush()
 
     def _last_step(self, epoch: int) -> int:
@@ -188,7 +189,7 @@ class Logbook:
           epoch: the epoch just trained (0-based).
           seed_ids: the seeds of the stack.
           active: (S,) seeds still training; the others are not logged.
-          scores: (score, breakdown) per seed, their validation autonomy.
+          scores: `evaluation.Autonomy` per seed, their validation autonomy.
           vocalisation: (n,) raw vocalisation.
           outputs: (S, n) raw autonomous outputs of the seeds on it.
           sample_rate: Hz, of the audio.
@@ -197,8 +198,7 @@ class Logbook:
             return
         step = self._last_step(epoch)
         target = correct(vocalisation)  # detrended as scored, here and in the figure
-        order = rank_seeds(np.array([s for s, _ in scores]), np.array([b["bounded_frac"] for _, b in scores]),
-                           ~np.asarray(active, bool))
+        order = ranking(scores, ~np.asarray(active, bool))
         shown = [k for k in order if active[k]][: self._config.media_seeds]
         for k in shown:
             seed_id, output = seed_ids[k], correct(outputs[k])
@@ -207,7 +207,8 @@ class Logbook:
             if np.isfinite(output).all():  # a non-finite output has no sound; its figure shows that
                 writer.audio("Media/autonomous", _peak_normalised(output), step, int(sample_rate))
             figure = specgram_figure(target, output, sample_rate,
-                                     title=f"seed {seed_id}, epoch {epoch + 1}: first validation vocalisation")
+                                     title=f"{member_label(self._config, seed_id)}, epoch {epoch + 1}: first "
+                                           "validation vocalisation")
             writer.figure("Media/specgram", figure, step)
             writer.flush()
 
@@ -222,7 +223,7 @@ class Logbook:
         def mean(field):
             return float(np.mean(values[field][finite])) if finite.any() else float("nan")
 
-        autonomy = np.array([s for s, _ in scores])
+        autonomy = np.array([s.score for s in scores])
         best = int(np.nanargmax(np.where(active, autonomy, np.nan))) if np.any(active & np.isfinite(autonomy)) else 0
         console(
             "[%s%s] epoch %d/%d H=%d | spec %.3f tf %.3f total %.3f | skips %d | val autonomy best %.3f (%s %d) "
@@ -230,7 +231,7 @@ class Logbook:
             "#" * filled, "." * (_BAR - filled), done, n_epochs, int(values["horizon"][0, 0]), mean("spec"), mean("tf"),
             mean("total"), int(values["skipped"][ran].sum()), autonomy[best],
             "member" if self._config.sweep else "seed", seed_ids[best],
-            scores[best][1]["bounded_frac"], int(active.sum()), len(seed_ids), seconds[-1], _duration(eta),
+            scores[best].breakdown["bounded_frac"], int(active.sum()), len(seed_ids), seconds[-1], _duration(eta),
         )
 
     def close(self):

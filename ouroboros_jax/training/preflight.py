@@ -31,19 +31,19 @@ def check_run_fits_data(config, data: TrainingData) -> None:
     n_segments, length = data.x.shape
     if config.h_max > length:
         raise InputError(f"--h_max={config.h_max}: the rollout horizon cannot exceed the segment length {length} "
-                         f"samples (--context_len={config.data.context_len} s at {data.sample_rate} Hz)")
+                         f"samples (--context_len={config.sampler.context_len} s at {data.sample_rate} Hz)")
     if config.batch_size > n_segments:
         raise InputError(f"--batch_size={config.batch_size}: above the {n_segments} training segments; lower it to "
                          f"{n_segments} or less, or draw more segments with --max_segs")
     horizons = distinct_horizons(config.n_epochs, config.h_min, config.h_max, config.h_schedule)
-    unused = [f"{n_fft},{hop}" for n_fft, hop in config.spec_configs if n_fft > max(horizons)]
+    unused = [f"{n_fft},{hop}" for n_fft, hop in config.objective.spec_configs if n_fft > max(horizons)]
     if unused:
         logging.warning("--spec_configs: %s never used: its n_fft is above the longest rollout horizon of the run, "
                         "%d samples", " and ".join(unused), max(horizons))
-    uncovered = [h for h in horizons if not any(n_fft <= h for n_fft, _ in config.spec_configs)]
+    uncovered = [h for h in horizons if not any(n_fft <= h for n_fft, _ in config.objective.spec_configs)]
     if uncovered:
         fallbacks = "; ".join(f"{n_fft},{hop} at H={h}" for h in uncovered
-                              for n_fft, hop in stft_configs_for_horizon(config.spec_configs, h))
+                              for n_fft, hop in stft_configs_for_horizon(config.objective.spec_configs, h))
         logging.warning("--spec_configs: no entry has an n_fft within the rollout horizons %s, so those epochs use "
                         "%s instead (SPEC c.4); add a shorter entry to choose their STFT",
                         ", ".join(map(str, uncovered)), fallbacks)

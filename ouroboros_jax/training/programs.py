@@ -11,8 +11,13 @@ import dataclasses
 
 import numpy as np
 
-from ouroboros_jax.curriculum import distinct_horizons, horizon_for_epoch, program_horizons
+from ouroboros_jax.curriculum import (
+    distinct_horizons,
+    horizon_for_epoch,
+    program_horizons,
+)
 from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.integrators import horizon_is_data
 from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.step import StepConfig
@@ -33,7 +38,7 @@ class EpochPrograms:
         horizons = distinct_horizons(c.n_epochs, c.h_min, c.h_max, c.h_schedule)
         if self.horizon_is_data:
             env_sigma = self.env_sigma if (self.uses("lam_env") or self.uses("lam_env_log")) else None
-            self._program_horizon = program_horizons(horizons, c.spec_configs, env_sigma)
+            self._program_horizon = program_horizons(horizons, c.objective.spec_configs, env_sigma)
         else:
             self._program_horizon = {h: h for h in horizons}
 
@@ -43,11 +48,11 @@ class EpochPrograms:
 
     @property
     def horizon_is_data(self) -> bool:
-        return self.config.rollout_backend == "scan"
+        return horizon_is_data(self.rollout)
 
     @property
     def env_sigma(self) -> float:
-        return self.config.env_ms / 1000.0 * self.sample_rate
+        return self.config.objective.env_ms / 1000.0 * self.sample_rate
 
     def horizon(self, epoch: int) -> int:
         c = self.config
@@ -59,13 +64,12 @@ class EpochPrograms:
 
     def step_config(self, epoch: int) -> StepConfig:
         """The static settings of the epoch's program (its horizon: the largest it serves)."""
-        c = self.config
+        o = self.config.objective
         return StepConfig(
-            horizon=self._program_horizon[self.horizon(epoch)], loss_mode=c.loss_mode,
-            stft_configs=tuple(map(tuple, c.spec_configs)), env_sigma=self.env_sigma, env_log_eps=c.env_log_eps,
-            use_env=self.uses("lam_env"), use_env_log=self.uses("lam_env_log"), rollout=self.rollout,
-            penalty_lam=c.lam if c.loss_mode == "mse_accel" else None,
-            rollout_backend=c.rollout_backend, deer_max_iter=c.deer_max_iter, deer_tol=c.deer_tol,
+            horizon=self._program_horizon[self.horizon(epoch)], loss_mode=o.loss_mode, stft_configs=o.spec_configs,
+            env_sigma=self.env_sigma, env_log_eps=o.env_log_eps, use_env=self.uses("lam_env"),
+            use_env_log=self.uses("lam_env_log"), rollout=self.rollout,
+            penalty_lam=o.lam if o.loss_mode == "mse_accel" else None,
         )
 
     def traced_horizon(self, epoch: int) -> int | None:

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import optax
 
+from ouroboros_jax import settings
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
@@ -69,7 +70,9 @@ def check_resumable(out_dir: pathlib.Path, config, meta: dict, completed: int) -
     Raises:
       InputError: a setting differs (the first is named), or --n_epochs is below the run's.
     """
-    changed = _first_difference(meta["config"], config.fingerprint())
+    # Read back as a config first, so that a record of an older layout compares by its values.
+    saved = type(config).from_record(meta["config"], config.out_dir, config.n_epochs).fingerprint()
+    changed = _first_difference(saved, config.fingerprint())
     if changed:
         raise InputError(f"{out_dir} holds a run made with different settings ({changed}); re-run with the same "
                          "flags to resume, or choose a new --out_dir")
@@ -108,7 +111,8 @@ def _versions() -> dict:
 
 
 def manifest_fields(config, data, skips: dict, device: dict) -> dict:
-    """The manifest's fields that do not depend on the selection: the data, every setting, versions, device.
+    """The manifest's fields that do not depend on the selection: every setting by its flag's name,
+    the data, versions, device.
 
     Args:
       config: the run's `RunConfig`.
@@ -116,29 +120,25 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
       skips: seed id -> skipped (non-finite) steps over the run, every seed.
       device: the devices it ran on (`runtime.Runtime.describe`).
     """
-    d, m = config.data, config.model
+    values = settings.flat(config)
     return {
-        "data_dir": str(d.data_dir), "syllables": list(d.syllables), "annotation_format": d.annotation_format,
-        "annotation_dir": d.annotation_dir, "n_train_files": len(data.files.train), "n_val_files": len(data.files.val),
-        "n_test_files": len(data.files.test), "context_len_s": d.context_len, "silence_prefix_ms": d.silence_prefix_ms,
-        "silence_suffix_ms": d.silence_suffix_ms, "ratio": list(d.ratio), "max_segs": d.max_segs,
-        "n_train_segments": len(data.x), "drive_lowpass_ms": m.drive_lowpass_ms, "keep_const": m.keep_const,
-        "osc_init": m.osc_init, "lam_spec": config.loss.lam_spec, "lam_tf": config.loss.lam_tf,
-        "lam_env": config.loss.lam_env, "lam_env_log": config.loss.lam_env_log, "env_log_eps": config.env_log_eps,
-        "env_ms": config.env_ms, "spec_configs": [list(c) for c in config.spec_configs], "H_min": config.h_min,
-        "H_max": config.h_max, "H_schedule": config.h_schedule, "rollout_backend": config.rollout_backend,
-        "deer_max_iter": config.deer_max_iter, "deer_tol": config.deer_tol,
-        "spec_warmup_epochs": config.spec_warmup_epochs, "env_warmup_epochs": config.env_warmup_epochs,
-        "ic_noise_rms": config.ic_noise_rms, "sr": data.sample_rate, "lr": config.lr,
-        "lr_schedule": config.lr_schedule, "n_epochs": config.n_epochs, "n_seeds": config.n_seeds,
-        "cull_frac": config.cull_frac, "cull_keep": config.cull_keep, "n_kernels": m.n_kernels,
-        "n_layers": m.n_layers, "d_state": m.d_state, "d_conv": m.d_conv, "expand_factor": m.expand_factor,
-        "grad_clip": config.grad_clip, "batch_size": config.batch_size, "seed": d.seed, "bound_x": config.bound_x,
-        "bound_v": config.bound_v, "clamp_stages": config.clamp_stages, "loss_mode": config.loss_mode,
-        "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
-        "max_consecutive_skips": config.max_consecutive_skips, "sweep": [[k, list(v)] for k, v in config.sweep],
-        "n_members": config.n_members,
-        "matmul_precision": config.matmul_precision, "seed_chunk": config.seed_chunk, "media_seeds": config.media_seeds,
+        **values, "data_dir": str(values["data_dir"]), "encoder_scan": resolve_scan_impl(values["encoder_scan"]),
+        # The reference's names of these.
+        "context_len_s": values["context_len"], "H_min": config.h_min, "H_max": config.h_max,
+        "H_schedule": config.h_schedule, "sr": data.sample_rate,
+        "n_train_files": len(data.files.train), "n_val_files": len(data.files.val),
+        "n_test_files": len(data.files.test),
+        "n_train_segments": len(data.x), "n_members": config.n_members,
         "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": _versions(),
         "device": device, "command": sys.argv,
     }
+
+
+def selection_fields(config, member: int, stack_index: int, score, epoch: int, stopped: dict) -> dict:
+    """The manifest's fields of the selected member: who it is, its validation `Autonomy` `score`,
+    its checkpoint (the run's last, after `epoch` epochs); `stopped`: the diverged members."""
+    return {"selected_seed": member, "selected_lambda": config.objective.lam, "selected_val_autonomy": score.score,
+            "selected_val_breakdown": score.breakdown, "diverged_seeds": sorted(stopped),
+            "selected_checkpoint": f"checkpoints/{epoch}", "selected_stack_index": stack_index,
+            "selected_member": {"name": member_name(config, member), "seed": member_seed(member, config.n_seeds),
+                                **member_settings(config, member)}}

@@ -26,26 +26,12 @@ from ouroboros_jax.training.compilation import Compiled, compile_ahead
 from ouroboros_jax.training.step import (
     Batch,
     StepConfig,
+    StepMetrics,
     TrainState,
     init_train_state,
     train_step,
     with_hyperparameters,
 )
-
-
-class SeedData(NamedTuple):
-    """The whole training set, on the device once and shared by all seeds.
-
-    Attributes:
-      x, dxdt: (N, L) audio and its per-sample derivative.
-      d2x: (N, L) teacher acceleration in rescaled time.
-      cold_start: (N,) bool, True for ONSET segments.
-    """
-
-    x: jax.Array
-    dxdt: jax.Array
-    d2x: jax.Array
-    cold_start: jax.Array
 
 
 class MemberSettings(NamedTuple):
@@ -70,6 +56,22 @@ class SeedProgress(NamedTuple):
 
     active: jax.Array
     skip_run: jax.Array
+
+
+class EpochResult(NamedTuple):
+    """What one epoch of the seeds' program returns.
+
+    Attributes:
+      states: the stacked `TrainState` after the epoch.
+      progress: the `SeedProgress` after it.
+      metrics: `StepMetrics` with leaves (S, n_batches).
+      ran: (S, n_batches) bool, False for the steps of a seed that had already stopped.
+    """
+
+    states: TrainState
+    progress: SeedProgress
+    metrics: StepMetrics
+    ran: jax.Array
 
 
 def seed_keys(seed: int, seed_ids) -> jax.Array:
@@ -111,12 +113,13 @@ def epoch_batches(key: jax.Array, n_segments: int, batch_size: int) -> tuple[jax
     return key, order[jnp.arange(steps * batch_size) % n_segments].reshape(steps, batch_size)
 
 
-def _seed_epoch(state: TrainState, active, skip_run, weights: LossWeights, ic_noise_rms, data: SeedData, tf_var,
-                horizon, *, graphdef, optimizer, config: StepConfig, batch_size: int, max_consecutive_skips: int):
-    """One epoch of one seed. Returns (state, active, skip_run, StepMetrics (n_batches,), ran).
+def _seed_epoch(state: TrainState, progress: SeedProgress, weights: LossWeights, ic_noise_rms, data: Batch, tf_var,
+                horizon, *, graphdef, optimizer, config: StepConfig, batch_size: int,
+                max_consecutive_skips: int) -> EpochResult:
+    """One epoch of one seed (`progress` of that seed: scalars), metrics (n_batches,).
 
     `weights`, `ic_noise_rms`: the seed's own (a member of a sweep has its own values);
-    `horizon`: None or traced, as in `train_step`."""
+    `data`: the whole training set; `horizon`: None or traced, as in `train_step`."""
     key, batches = epoch_batches(state.key, data.x.shape[0], batch_size)
     state = state._replace(key=key)
 
@@ -131,15 +134,15 @@ def _seed_epoch(state: TrainState, active, skip_run, weights: LossWeights, ic_no
         active = active & (skip_run < max_consecutive_skips)
         return (state, active, skip_run), (metrics, ran)
 
-    (state, active, skip_run), (metrics, ran) = jax.lax.scan(body, (state, active, skip_run), batches)
-    return state, active, skip_run, metrics, ran
+    (state, active, skip_run), (metrics, ran) = jax.lax.scan(body, (state, *progress), batches)
+    return EpochResult(state, SeedProgress(active, skip_run), metrics, ran)
 
 
 @dataclasses.dataclass(frozen=True)
 class SeedProgram:
     """Compiles and runs the epoch and evaluation programs for all seeds.
 
-    One compilation per distinct `StepConfig` and seed count, cached by jit. With a traced
+    One compilation per distinct `StepConfig` and seed count, kept in one cache. With a traced
     horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
     that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
     programs rather than one per horizon.
@@ -171,18 +174,18 @@ class SeedProgram:
 
         return per_device
 
-    @functools.cache
     def _epoch_fn(self, config: StepConfig):
         seed_epoch = functools.partial(
             _seed_epoch, graphdef=self.graphdef, optimizer=self.optimizer, config=config,
             batch_size=self.batch_size, max_consecutive_skips=self.max_consecutive_skips,
         )
         local_chunk = self.seed_chunk // (self.mesh.size if self.mesh is not None else 1)
-        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=5), n_mapped=5))
+        return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=4), n_mapped=4))
 
     @functools.cached_property
     def _compiled(self) -> dict:
-        return {}  # `_program_key` -> Compiled
+        """`_program_key` -> `Compiled`: the one cache of the epoch programs (each compiled ahead of time)."""
+        return {}
 
     @staticmethod
     def _program_key(states: TrainState, config: StepConfig, horizon) -> tuple:
@@ -194,10 +197,10 @@ class SeedProgram:
         n = states.step.shape[0]
         weights = LossWeights(*(jnp.broadcast_to(jnp.asarray(w, jnp.float32), (n,)) for w in settings.weights))
         ic_noise_rms = jnp.broadcast_to(jnp.asarray(settings.ic_noise_rms, jnp.float32), (n,))
-        return (states, progress.active, progress.skip_run, weights, ic_noise_rms, data,
-                jnp.asarray(tf_var, jnp.float32), None if horizon is None else jnp.asarray(horizon, jnp.int32))
+        return (states, progress, weights, ic_noise_rms, data, jnp.asarray(tf_var, jnp.float32),
+                None if horizon is None else jnp.asarray(horizon, jnp.int32))
 
-    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, settings: MemberSettings,
+    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: Batch, settings: MemberSettings,
                       tf_var, config: StepConfig, horizon: int | None = None) -> Compiled | None:
         """Compiles the epoch program of `run_epoch` with these arguments now, unless it already is.
 
@@ -212,8 +215,8 @@ class SeedProgram:
         self._compiled[key] = compile_ahead(self._epoch_fn(config), *args)
         return self._compiled[key]
 
-    def run_epoch(self, states: TrainState, progress: SeedProgress, data: SeedData, settings: MemberSettings,
-                  tf_var, config: StepConfig, horizon: int | None = None):
+    def run_epoch(self, states: TrainState, progress: SeedProgress, data: Batch, settings: MemberSettings,
+                  tf_var, config: StepConfig, horizon: int | None = None) -> EpochResult:
         """Trains every seed for one epoch (compiling its program first if needed: `compile_epoch`).
 
         `settings`: this epoch's loss weights and cold-start noise, scalars shared by every seed
@@ -222,15 +225,11 @@ class SeedProgram:
         `horizon`: None (the static `config.horizon`), or this epoch's horizon, passed to the
         compiled program as data (<= config.horizon, with the same STFT configs).
 
-        Returns:
-          (states, progress, metrics, ran): metrics is `StepMetrics` with leaves (S, n_batches);
-          ran (S, n_batches) is False for steps of a seed that had already stopped.
+        `data`: the whole training set, shared by every seed.
         """
         self.compile_epoch(states, progress, data, settings, tf_var, config, horizon)
         program = self._compiled[self._program_key(states, config, horizon)].executable
-        states, active, skip_run, metrics, ran = program(*self._epoch_args(states, progress, data, settings, tf_var,
-                                                                           horizon))
-        return states, SeedProgress(active, skip_run), metrics, ran
+        return program(*self._epoch_args(states, progress, data, settings, tf_var, horizon))
 
     @functools.cached_property
     def _outputs_fn(self):

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ouroboros_jax.deer import deer_rollout, held_guess
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
+from ouroboros_jax.deer import held_guess
+from ouroboros_jax.dynamics import RolloutConfig, initial_state, teacher_acceleration
+from ouroboros_jax.integrators import Rollout, integrate
 from ouroboros_jax.losses import (
     DEFAULT_STFT_CONFIGS,
     LossWeights,
@@ -32,14 +33,13 @@ from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 
 LossMode = Literal["spectral_rollout", "mse_accel"]
 LOSS_MODES = ("spectral_rollout", "mse_accel")
-ROLLOUT_BACKENDS = ("scan", "deer")
 
 # A rollout sample within 1 % of the soft-tanh bound counts as pinned at the bound.
 _PINNED = 0.99
 
 
 class Batch(NamedTuple):
-    """A batch of training segments.
+    """Training segments: a step's batch, or the whole training set (B = N) the batches are drawn from.
 
     Attributes:
       x: (B, L) audio.
@@ -99,10 +99,8 @@ class StepConfig:
       env_sigma: sigma of the envelope filter in samples (env_ms / 1000 * sample_rate).
       env_log_eps: floor of the log-ratio envelope loss.
       use_env, use_env_log: whether the envelope terms are computed (configured weight > 0).
-      rollout: integration settings.
+      rollout: integration settings, the integrator among them (`ouroboros_jax.integrators`).
       penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
-      rollout_backend: "scan" (one `lax.scan`) or "deer" (Newton iterations, `ouroboros_jax.deer`).
-      deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
     """
 
     horizon: int = 512
@@ -114,15 +112,10 @@ class StepConfig:
     use_env_log: bool = False
     rollout: RolloutConfig = RolloutConfig()
     penalty_lam: float | None = None
-    rollout_backend: str = "scan"
-    deer_max_iter: int = 30
-    deer_tol: float = 1e-6
 
     def __post_init__(self):
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
-        if self.rollout_backend not in ROLLOUT_BACKENDS:
-            raise ValueError(f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}")
 
 
 def _clipped_adam(learning_rate, grad_clip, decay_steps):
@@ -166,7 +159,7 @@ def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformatio
 
 
 def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: float, config: StepConfig,
-                    horizon=None):
+                    horizon=None) -> tuple[dict, Rollout]:
     """The loss terms of SPEC (c) from already computed drives and initial state.
 
     Args:
@@ -180,13 +173,17 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
         STFT configs: every term is that of the first n samples (`ouroboros_jax.losses`).
 
     Returns:
-      (components dict with spec, tf, env, env_log; x_hat (B, config.horizon) the rollout, its
-      samples from n on held; (mean DEER iterations, DEER fallbacks), zeros with the scan).
+      (components dict with spec, tf, env, env_log; the `Rollout`, x_hat (B, config.horizon) its
+      samples from n on held).
     """
     v = time_scale * batch.dxdt
     tf = acceleration_anchor_loss(teacher_acceleration(drives, batch.x, v), batch.d2x, tf_var)
-    x_hat, deer = _rollout(drives, batch, v, x0, v0, config, horizon)
-    target = batch.x[:, : config.horizon]
+    # An iterative integrator starts from the data trajectory where the rollout starts from the
+    # data (close once the model is trained), and from the held initial state for cold starts.
+    data = jnp.stack([batch.x[:, : config.horizon], v[:, : config.horizon]], axis=-1)
+    guess = jnp.where(batch.cold_start[:, None, None], held_guess(x0, v0, config.horizon), data)
+    trajectory = integrate(drives, x0, v0, config.horizon, config.rollout, horizon, guess)
+    x_hat, target = trajectory.x_hat, batch.x[:, : config.horizon]
     zero = jnp.zeros((), x_hat.dtype)
     components = {
         "spec": mrstft_loss(x_hat, target, config.stft_configs, horizon),
@@ -195,23 +192,7 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
         "env_log": envelope_log_loss(x_hat, target, config.env_sigma, config.env_log_eps, horizon)
         if config.use_env_log else zero,
     }
-    return components, x_hat, deer
-
-
-def _rollout(drives: Drives, batch: Batch, v, x0, v0, config: StepConfig, horizon=None):
-    """The rollout by the configured backend: (x_hat (B, H), (mean DEER iterations, fallbacks))."""
-    if config.rollout_backend == "scan":
-        x_hat = rollout(drives, x0, v0, config.horizon, config.rollout, horizon)
-        return x_hat, (jnp.zeros(()), jnp.zeros((), jnp.int32))
-    if horizon is not None:
-        raise ValueError("the DEER rollout needs a static horizon: one program per horizon")
-    # Newton starts from the data trajectory where the rollout starts from the data (close once
-    # the model is trained), and from the held initial state for cold starts.
-    data = jnp.stack([batch.x[:, : config.horizon], v[:, : config.horizon]], axis=-1)
-    guess = jnp.where(batch.cold_start[:, None, None], held_guess(x0, v0, config.horizon), data)
-    x_hat, stats = deer_rollout(drives, x0, v0, config.horizon, config.rollout, config.deer_max_iter,
-                                config.deer_tol, guess)
-    return x_hat, (jnp.mean(stats.iterations.astype(x_hat.dtype)), jnp.sum(stats.fell_back.astype(jnp.int32)))
+    return components, trajectory
 
 
 def rollout_health(x_hat, target, bound_x, length=None):
@@ -231,9 +212,26 @@ def rollout_health(x_hat, target, bound_x, length=None):
     return rms_ratio, pinned.astype(x_hat.dtype)
 
 
+class ObjectiveParts(NamedTuple):
+    """What a step's loss is made of, beside the total.
+
+    Attributes:
+      components: the loss terms, scalars under "spec", "tf", "env", "env_log".
+      rms_ratio, pinned_frac: the rollout's health (`rollout_health`); NaN in "mse_accel" mode.
+      rollout_iterations, rollout_fallbacks: the integrator's statistics (`integrators.Rollout`;
+        zeros for the scan and in "mse_accel" mode).
+    """
+
+    components: dict
+    rms_ratio: jax.Array
+    pinned_frac: jax.Array
+    rollout_iterations: jax.Array
+    rollout_fallbacks: jax.Array
+
+
 def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon=None,
-              ic_noise_rms=1e-3):
-    """Total loss of one batch and its parts: (total, (components, rms_ratio, pinned_frac, deer stats)).
+              ic_noise_rms=1e-3) -> tuple[jax.Array, ObjectiveParts]:
+    """Total loss of one batch and its `ObjectiveParts`.
 
     `horizon`: None or traced, as in `spectral_losses`; `ic_noise_rms`: standard deviation of
     the cold-start initial state."""
@@ -244,11 +242,13 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
         accel = teacher_acceleration(drives, batch.x, time_scale * batch.dxdt)
         mse = mse_accel_loss(accel, batch.d2x, drives.W, config.penalty_lam)
         zero, nan = jnp.zeros_like(mse), jnp.full_like(mse, jnp.nan)
-        return mse, ({"spec": zero, "tf": mse, "env": zero, "env_log": zero}, nan, nan, zero, jnp.zeros((), jnp.int32))
+        components = {"spec": zero, "tf": mse, "env": zero, "env_log": zero}
+        return mse, ObjectiveParts(components, nan, nan, zero, jnp.zeros((), jnp.int32))
     x0, v0 = initial_state(batch.x, time_scale * batch.dxdt, batch.cold_start, key, ic_noise_rms)
-    components, x_hat, deer = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config, horizon)
-    health = rollout_health(x_hat, batch.x[:, : config.horizon], config.rollout.bound_x, horizon)
-    return total_loss(components, weights), (components, *health, *deer)
+    components, trajectory = spectral_losses(drives, batch, x0, v0, tf_var, time_scale, config, horizon)
+    rms_ratio, pinned = rollout_health(trajectory.x_hat, batch.x[:, : config.horizon], config.rollout.bound_x, horizon)
+    return total_loss(components, weights), ObjectiveParts(components, rms_ratio, pinned, trajectory.iterations,
+                                                           trajectory.fallbacks)
 
 
 def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon=None, ic_noise_rms=1e-3, *,
@@ -271,10 +271,10 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, ho
       (new TrainState, StepMetrics).
     """
     key, k_ic = jax.random.split(state.key)
-    (total, (components, rms_ratio, pinned_frac, deer_iterations, deer_fallbacks)), grads = jax.value_and_grad(
-        objective, has_aux=True)(
+    (total, parts), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params, graphdef, batch, k_ic, weights, tf_var, config, horizon, ic_noise_rms
     )
+    components = parts.components
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -292,7 +292,7 @@ def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, ho
         total=total, grad_norm=grad_norm, skipped=(~finite).astype(jnp.int32),
         horizon=jnp.asarray(config.horizon if horizon is None else horizon, jnp.int32),
         lam_spec_t=jnp.asarray(lam.lam_spec, jnp.float32), lam_env_t=jnp.asarray(lam.lam_env, jnp.float32),
-        lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=rms_ratio, pinned_frac=pinned_frac,
-        deer_iterations=deer_iterations, deer_fallbacks=deer_fallbacks,
+        lam_env_log_t=jnp.asarray(lam.lam_env_log, jnp.float32), rms_ratio=parts.rms_ratio,
+        pinned_frac=parts.pinned_frac, deer_iterations=parts.rollout_iterations, deer_fallbacks=parts.rollout_fallbacks,
     )
     return new_state, metrics

@@ -68,11 +68,6 @@ def member_settings(config, member: int) -> dict:
     return {name: values[int(i)] for (name, values), i in zip(config.sweep, combo)}
 
 
-def _own(config, name: str) -> float:
-    """The run's own value of a sweepable setting (its flag)."""
-    return getattr(config, name) if hasattr(config, name) else getattr(config.loss, name)
-
-
 def member_name(config, member: int) -> str:
     """A member's readable name, also its TensorBoard folder: 'seed3' without a sweep; in a sweep
     its index, settings and seed, e.g. 'm5-lr=0.003-lam_tf=0.5-seed1'."""
@@ -83,9 +78,14 @@ def member_name(config, member: int) -> str:
     return f"m{member}-{settings}-{seed}"
 
 
+def member_label(config, member: int) -> str:
+    """How titles and messages name a member: 'seed 3', or in a sweep 'member m5-lr=0.003-seed1'."""
+    return f"member {member_name(config, member)}" if config.sweep else f"seed {member}"
+
+
 def member_values(config, members, name: str) -> np.ndarray:
     """(S,) float32: setting `name` of each member (the swept value, or the run's own)."""
-    return np.array([member_settings(config, m).get(name, _own(config, name)) for m in members], np.float32)
+    return np.array([member_settings(config, m).get(name, config.setting(name)) for m in members], np.float32)
 
 
 def member_loss_weights(config, members) -> LossWeights:
@@ -98,4 +98,4 @@ def values_of(config, name: str) -> tuple:
     for swept, values in config.sweep:
         if swept == name:
             return values
-    return (_own(config, name),)
+    return (config.setting(name),)

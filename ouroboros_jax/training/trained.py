@@ -16,7 +16,8 @@ from ouroboros_jax.model.ouroboros import Ouroboros
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.records import read_checkpoint_meta
-from ouroboros_jax.training.run import MANIFEST, RUN_INFO, Setup
+from ouroboros_jax.training.run import MANIFEST, RUN_INFO
+from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import TrainState
 
 
