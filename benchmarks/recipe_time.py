@@ -26,23 +26,21 @@ from absl import flags
 from synthetic import harmonic_batch
 from timing import device_info, emit, versions
 
-from ouroboros_jax import train  # noqa: F401  (defines the recipe's flags)
+from ouroboros_jax import cli
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
-from ouroboros_jax.training.seeds import (
-    MemberSettings,
-    init_seeds,
-    n_batches,
-    seed_keys,
-)
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.seeds import MemberSettings, init_seeds, n_batches, seed_keys
 from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import Batch
 
-flags.DEFINE_integer("steps", 2, "Training steps timed per program and horizon.")
-flags.DEFINE_float("sample_rate", 44100.0, "Sample rate of the synthetic data.")
-flags.DEFINE_integer("vocalisation_len", 6410, "Samples of each synthetic validation vocalisation (lead-in included).")
-flags.DEFINE_bool("quick", False, "Smoke test: a tiny model, 4 epochs, short windows.")
-FLAGS = flags.FLAGS
+FLAGS = cli.flag_set()
+cli.define_settings(RunConfig, FLAGS)  # the recipe's flags, as the training CLI defines them
+flags.DEFINE_integer("steps", 2, "Training steps timed per program and horizon.", flag_values=FLAGS)
+flags.DEFINE_float("sample_rate", 44100.0, "Sample rate of the synthetic data.", flag_values=FLAGS)
+flags.DEFINE_integer("vocalisation_len", 6410, "Samples of each synthetic validation vocalisation (lead-in "
+                     "included).", flag_values=FLAGS)
+flags.DEFINE_bool("quick", False, "Smoke test: a tiny model, 4 epochs, short windows.", flag_values=FLAGS)
 QUICK = ["--n_kernels=2", "--n_layers=1", "--d_state=2", "--expand_factor=1", "--context_len=0.01", "--max_segs=32",
          "--n_epochs=4", "--h_min=64", "--h_max=256", "--spec_configs=32,8;64,16;128,32", "--n_seeds=2",
          "--cull_frac=0.5", "--cull_keep=1", "--n_val_vocs=2", "--vocalisation_len=1000"]
@@ -61,7 +59,7 @@ def main() -> None:
     if "--quick" in sys.argv[1:]:
         argv += QUICK
     FLAGS(argv + ["--data_dir=synthetic"])
-    config = train.config_from_flags()
+    config = cli.from_flags(RunConfig, FLAGS)
     sample_rate = FLAGS.sample_rate
     length = round(config.sampler.context_len * sample_rate)
     steps_per_epoch = n_batches(config.sampler.max_segs, config.batch_size)

@@ -62,6 +62,18 @@ def _cut(x: np.ndarray, sample_rate: int, syllables: np.ndarray) -> list[np.ndar
     return [x[round(on * sample_rate) : round(off * sample_rate)] for on, off in syllables]
 
 
+def _check_outputs(out_dir: pathlib.Path, outputs: list[pathlib.Path], overwrite: bool) -> None:
+    """Refuses an `out_dir` that is a file, and outputs that exist unless `overwrite` (`InputError`)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out_dir={out_dir}: is a file, not a folder; pass the folder for the .txt annotations")
+    existing = [t for t in outputs if t.exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"--out_dir={out_dir}: {len(existing)} annotation file(s) already exist, "
+            f"e.g. {existing[0].name}; pass --overwrite to replace them"
+        )
+
+
 def segment_directory(
     audio_dir: pathlib.Path,
     out_dir: pathlib.Path,
@@ -92,17 +104,10 @@ def segment_directory(
       WriteError: an annotation file could not be written.
     """
     n_types = parse_cluster(cluster) if cluster is not None else None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out_dir={out_dir}: is a file, not a folder; pass the folder for the .txt annotations")
     recordings = list_audio_files(audio_dir, "--audio_dir")
     targets = [out_dir / f"{p.stem}.txt" for p in recordings]
-    summary_files = [out_dir / TYPES_CSV, out_dir / TYPES_PNG] if cluster is not None else []
-    existing = [t for t in targets + summary_files if t.exists()]
-    if existing and not overwrite:
-        raise InputError(
-            f"--out_dir={out_dir}: {len(existing)} annotation file(s) already exist, "
-            f"e.g. {existing[0].name}; pass --overwrite to replace them"
-        )
+    _check_outputs(out_dir, targets + ([out_dir / TYPES_CSV, out_dir / TYPES_PNG] if cluster is not None else []),
+                   overwrite)
     found, shapes, log_durations = [], [], []
     for path in recordings:
         x, sample_rate = read_audio(path, channel)

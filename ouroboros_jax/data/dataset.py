@@ -126,6 +126,55 @@ def _only(recording: Recording, syllables: tuple[str, ...]) -> Recording:
     return dataclasses.replace(recording, syllables=recording.syllables[keep], labels=recording.labels[keep])
 
 
+def _report_unused(config: DataConfig, recordings: list, chosen_only: list, n_files: int) -> None:
+    """Logs the recordings that give nothing: empty annotation files, and no chosen syllable."""
+    empty = [r.path for r in recordings if len(r.syllables) == 0]
+    if empty:
+        logging.warning(
+            "%d of %d annotation files are empty (no syllables), e.g. %s; those recordings give no windows "
+            "or vocalisations",
+            len(empty),
+            n_files,
+            config.annotations.path_for(empty[0]),
+        )
+    unchosen = [r.path for r in chosen_only if len(r.syllables) == 0 and r.path not in empty]
+    if unchosen:  # expected when training one type, so not a warning
+        logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
+                     "vocalisations", len(unchosen), n_files, ",".join(config.syllables), unchosen[0])
+
+
+def _training_windows(config: DataConfig, sampler: SamplerConfig, seed: int, train: list, sample_rate):
+    """The sampler's windows of the training recordings, checked: long enough for the derivative
+    stencils, some at all, not all silent (`InputError` otherwise)."""
+    length = WindowSizes.at(sampler, sample_rate).length
+    if length < _STENCIL_WIDTH:
+        raise InputError(
+            f"--context_len={sampler.context_len}: {length} samples at {sample_rate} Hz; "
+            f"a window needs at least {_STENCIL_WIDTH} for the derivative features"
+        )
+    short = [r.path for r in train if len(r.audio) < length]
+    if short:
+        logging.warning(
+            "%d of %d training recordings are shorter than one window (--context_len=%g s, "
+            "%d samples), e.g. %s; they give no windows",
+            len(short),
+            len(train),
+            sampler.context_len,
+            length,
+            short[0],
+        )
+    segments = sample_segments(train, sampler, seed)
+    if len(segments.x) == 0:
+        raise InputError(
+            f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "
+            f"{length} samples around any syllable; check the annotations or lower --context_len"
+        )
+    if np.abs(segments.x).max() < SILENCE:
+        raise InputError(f"--data_dir={config.data_dir}: every training window is silent (no sample reaches one "
+                         "16-bit step); check that the recordings hold the song, and their annotations")
+    return segments
+
+
 def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) -> TrainingData:
     """Reads a data directory and builds the training set and the held-out vocalisations.
 
@@ -151,47 +200,9 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
     train, val, test = ([by_path[p] for p in part] for part in (split.train, split.val, split.test))
     sample_rate = train[0].sample_rate
 
-    empty = [r.path for r in recordings if len(r.syllables) == 0]
-    if empty:
-        logging.warning(
-            "%d of %d annotation files are empty (no syllables), e.g. %s; those recordings give no windows "
-            "or vocalisations",
-            len(empty),
-            len(files),
-            config.annotations.path_for(empty[0]),
-        )
-    unchosen = [r.path for r in by_path.values() if len(r.syllables) == 0 and r.path not in empty]
-    if unchosen:  # expected when training one type, so not a warning
-        logging.info("%d of %d recordings have no syllable labelled %s, e.g. %s; they give no windows or "
-                     "vocalisations", len(unchosen), len(files), ",".join(config.syllables), unchosen[0])
+    _report_unused(config, recordings, list(by_path.values()), len(files))
     check_recordings(directory, list(by_path.values()))
-    length = WindowSizes.at(sampler, sample_rate).length
-    if length < _STENCIL_WIDTH:
-        raise InputError(
-            f"--context_len={sampler.context_len}: {length} samples at {sample_rate} Hz; "
-            f"a window needs at least {_STENCIL_WIDTH} for the derivative features"
-        )
-    short = [r.path for r in train if len(r.audio) < length]
-    if short:
-        logging.warning(
-            "%d of %d training recordings are shorter than one window (--context_len=%g s, "
-            "%d samples), e.g. %s; they give no windows",
-            len(short),
-            len(train),
-            sampler.context_len,
-            length,
-            short[0],
-        )
-
-    segments = sample_segments(train, sampler, seed)
-    if len(segments.x) == 0:
-        raise InputError(
-            f"--data_dir={config.data_dir}: the {len(train)} training recordings give no window of "
-            f"{length} samples around any syllable; check the annotations or lower --context_len"
-        )
-    if np.abs(segments.x).max() < SILENCE:
-        raise InputError(f"--data_dir={config.data_dir}: every training window is silent (no sample reaches one "
-                         "16-bit step); check that the recordings hold the song, and their annotations")
+    segments = _training_windows(config, sampler, seed, train, sample_rate)
     check_vocalisations(val, config.n_val_vocs, config.silence_pad_samples, "validation", "--n_val_vocs")
     check_vocalisations(test, config.n_test_vocs, config.silence_pad_samples, "test", "--n_test_vocs")
     dxdt, d2x = segment_derivatives(segments.x)

@@ -82,6 +82,14 @@ def _load_step(delta, x, g, b, t, dl, dx):
         dx[d] = dl[d] * x[g, b, t, d]
 
 
+@njit(fastmath=True, inline="always")
+def _padded_A(A, g, padded):
+    """A[g] (N, D) in a zeroed (N, padded) buffer: whole vector registers per state."""
+    a = np.zeros((A.shape[1], padded), A.dtype)
+    a[:, : A.shape[2]] = A[g]
+    return a
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _forward(delta, x, A, Bt, Ct, y):
     """y (G, B, T, D) of delta, x (G, B, T, D), A (G, N, D), Bt, Ct (G, B, T, N).
@@ -93,9 +101,7 @@ def _forward(delta, x, A, Bt, Ct, y):
     padded = -(-width // _LANES) * _LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
-        a = np.zeros((n_state, padded), delta.dtype)
-        a[:, :width] = A[g]
-        h = np.zeros((n_state, padded), delta.dtype)
+        a, h = _padded_A(A, g, padded), np.zeros((n_state, padded), delta.dtype)
         dl, dx, yt = np.zeros(padded, delta.dtype), np.zeros(padded, delta.dtype), np.zeros(padded, delta.dtype)
         for t in range(length):
             _load_step(delta, x, g, b, t, dl, dx)
@@ -119,8 +125,7 @@ def _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C):
     padded = -(-width // _LANES) * _LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
-        a = np.zeros((n_state, padded), delta.dtype)
-        a[:, :width] = A[g]
+        a = _padded_A(A, g, padded)
         dl, dx, gyt, lam_b, gd = np.zeros((5, padded), delta.dtype)
         h = np.zeros((length + 1, n_state, padded), delta.dtype)  # h[t + 1] = h_t, h[0] = h_{-1} = 0
         for t in range(length):
