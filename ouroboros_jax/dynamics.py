@@ -13,6 +13,7 @@ polynomial of an unbounded intermediate state overflows float32; off reproduces 
 
 import dataclasses
 import functools
+import importlib.util
 from typing import Literal
 
 import jax
@@ -21,6 +22,8 @@ import numpy as np
 
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import kernel_value
+
+ROLLOUT_KERNELS = ("auto", "xla", "numba")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,9 @@ class RolloutConfig:
       gradient: how the rollout is differentiated: "adjoint" (a reverse scan over the VJP of one
         RK4 step, recomputed from the saved state; 1.4x faster on CPU, docs/performance.md) or
         "autodiff" (JAX's transpose of the forward scan). Equal to float32 rounding.
+      kernel: what runs the scan and its adjoint: "xla" (`lax.scan`), "numba" (Numba kernels on
+        all CPU cores, `ouroboros_jax.numba_rollout`; needs the optional numba package) or
+        "auto" (`resolve_rollout_kernel`). Equal to float32 rounding.
     """
 
     step_size: float = 1.0
@@ -43,10 +49,25 @@ class RolloutConfig:
     clamp_stages: bool = True
     unroll: int = 1
     gradient: Literal["adjoint", "autodiff"] = "adjoint"
+    kernel: Literal["auto", "xla", "numba"] = "auto"
 
     def __post_init__(self):
         if self.gradient not in ("adjoint", "autodiff"):
             raise ValueError(f"gradient must be 'adjoint' or 'autodiff', got {self.gradient!r}")
+        if self.kernel not in ROLLOUT_KERNELS:
+            raise ValueError(f"kernel must be one of {ROLLOUT_KERNELS}, got {self.kernel!r}")
+        if self.kernel == "numba" and self.gradient == "autodiff":
+            raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
+
+
+def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None) -> str:
+    """The kernel "auto" stands for: "numba" on CPU where numba is installed (the rollout's scan on
+    both cores; docs/performance.md), else "xla"; always "xla" for gradient="autodiff"."""
+    if config.kernel != "auto":
+        return config.kernel
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    numba = on_cpu and config.gradient == "adjoint" and importlib.util.find_spec("numba") is not None
+    return "numba" if numba else "xla"
 
 
 def soft_tanh(u: jax.Array, bound: float | None) -> jax.Array:
@@ -120,6 +141,10 @@ def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig
     Returns:
       (B, steps + 1, 2): (x, v) with the initial state first.
     """
+    if resolve_rollout_kernel(config) == "numba":
+        from ouroboros_jax.numba_rollout import numba_state_trajectory
+
+        return numba_state_trajectory(omega2, gamma, W, x0, v0, steps, config, active_steps)
     if config.gradient == "adjoint":
         return _adjoint_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
     return _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
