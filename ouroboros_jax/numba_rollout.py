@@ -1,19 +1,20 @@
 """The RK4 rollout of `dynamics.state_trajectory` as Numba CPU kernels ("numba" `RolloutConfig.kernel`).
 
-XLA CPU runs the rollout's `lax.scan` on one thread. Here the forward integration and its
-discrete adjoint are compiled by Numba (`parallel=True`), one independent chain per (vmapped
-index, batch element) spread over the cores, and reached from JAX by `jax.pure_callback` inside
+XLA CPU runs the rollout's `lax.scan` on one thread. Here the integration and its discrete
+adjoint are compiled by Numba (`parallel=True`), the independent chains (every vmapped index
+times batch element) spread over the cores, and reached from JAX by `jax.pure_callback` inside
 a `jax.custom_vjp`, as `ouroboros_jax.model.numba_scan` does for the encoders (same threading
-layer and lock).
+layer and lock). One chain's step is a sequence of short dependent operations, so each thread
+advances several chains ("lanes") in lockstep, their independent work interleaved.
 
 Same function and gradients as the XLA kernel (`dynamics` module docstring): held drives, the
 kernel's input soft-tanh bounded inside the stages with `clamp_stages`, soft-tanh after every
-step, steps from `active_steps` on holding the state with no gradient. The kernel
-K = sum_ij W[i, j] x^i v^j is r . pv with r = px^T W accumulated row by row (vertical adds over
-the contiguous j, which LLVM vectorises), px, pv power vectors by cumulative products. The
-backward recomputes step k from the saved state s_k and pulls the cotangent of s_{k+1} back
-through the final bound and the four stages; only the trajectory (B, steps + 1, 2) is saved.
-Results equal the XLA kernel's to rounding (the sums are ordered differently).
+step, steps from `active_steps` on holding the state with no gradient. Under `jax.grad` the
+forward also saves, per step and stage, the stage's state, its bounded state and the two slopes
+of v' (24 numbers), and the final bounds' derivatives: the adjoint is then a scalar recurrence
+per chain (`_backward`), and the drives' gradients are products XLA forms from its result
+(`_drive_grads`). Results equal the XLA kernel's to rounding (sums ordered differently, and
+fastmath); float64 works too.
 """
 
 import functools

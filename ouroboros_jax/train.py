@@ -1,7 +1,7 @@
 """`python -m ouroboros_jax.train --flagfile=experiments/demo.flags`: the whole seed cross-validation.
 
 Every flag of the reference's entry point (SPEC i) in snake_case with its default, plus
---bound_x, --bound_v, --clamp_stages, --unroll, --loss_mode, --lr_schedule,
+--bound_x, --bound_v, --clamp_stages, --unroll, --rollout_kernel, --loss_mode, --lr_schedule,
 --max_consecutive_skips and the multi-host flags. See docs/cli.md.
 """
 
@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import ANNOTATION_FORMATS, DataConfig
+from ouroboros_jax.dynamics import ROLLOUT_KERNELS
 from ouroboros_jax.errors import InputError, Interrupted, parse_flags, report_input_errors
 from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS
@@ -85,6 +86,9 @@ flags.DEFINE_float("bound_x", 0.5, "Soft-tanh bound of x.")
 flags.DEFINE_float("bound_v", 1.0, "Soft-tanh bound of x'.")
 flags.DEFINE_bool("clamp_stages", True, "Bound the kernel's input inside every RK4 stage (off: the reference's form).")
 flags.DEFINE_integer("unroll", 1, "Unroll factor of the rollout scan.")
+flags.DEFINE_enum("rollout_kernel", "auto", ROLLOUT_KERNELS,
+                  "What runs the rollout's scan and adjoint: xla (lax.scan), numba (CPU kernels on all cores; needs "
+                  "numba) or auto (numba on CPU where numba is installed, else xla).")
 # run
 flags.DEFINE_integer("n_epochs", 50, "Training epochs.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
@@ -163,8 +167,8 @@ def config_from_flags() -> RunConfig:
         h_max=FLAGS.h_max, h_schedule=FLAGS.h_schedule, spec_warmup_epochs=FLAGS.spec_warmup_epochs,
         env_warmup_epochs=FLAGS.env_warmup_epochs, ic_noise_rms=FLAGS.ic_noise_rms, grad_clip=FLAGS.grad_clip,
         bound_x=FLAGS.bound_x, bound_v=FLAGS.bound_v, clamp_stages=FLAGS.clamp_stages, unroll=FLAGS.unroll,
-        rollout_backend=backend, deer_max_iter=FLAGS.deer_max_iter, deer_tol=FLAGS.deer_tol,
-        loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
+        rollout_kernel=FLAGS.rollout_kernel, rollout_backend=backend, deer_max_iter=FLAGS.deer_max_iter,
+        deer_tol=FLAGS.deer_tol, loss_mode=FLAGS.loss_mode, lam=FLAGS.lam,
         max_consecutive_skips=FLAGS.max_consecutive_skips, sweep=parse_sweep(FLAGS.sweep),
         matmul_precision=FLAGS.matmul_precision, seed_chunk=FLAGS.seed_chunk, media_seeds=FLAGS.media_seeds,
     )

@@ -6,6 +6,7 @@ import json
 import math
 
 from ouroboros_jax.data import DataConfig
+from ouroboros_jax.dynamics import ROLLOUT_KERNELS
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
@@ -51,6 +52,7 @@ class RunConfig:
     bound_v: float = 1.0
     clamp_stages: bool = True
     unroll: int = 1
+    rollout_kernel: str = "auto"
     rollout_backend: str = "scan"
     deer_max_iter: int = 30
     deer_tol: float = 1e-6
@@ -98,6 +100,8 @@ class RunConfig:
         check(self.bound_x > 0, "bound_x", self.bound_x, "must be positive")
         check(self.bound_v > 0, "bound_v", self.bound_v, "must be positive")
         check(self.unroll >= 1, "unroll", self.unroll, "must be at least 1")
+        check(self.rollout_kernel in ROLLOUT_KERNELS, "rollout_kernel", self.rollout_kernel,
+              f"must be one of {ROLLOUT_KERNELS}")
         check(self.deer_max_iter >= 1, "deer_max_iter", self.deer_max_iter, "must be at least 1")
         check(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
         check(self.max_consecutive_skips >= 1, "max_consecutive_skips", self.max_consecutive_skips, "must be >= 1")

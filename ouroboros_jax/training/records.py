@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import optax
 
+from ouroboros_jax.dynamics import RolloutConfig, resolve_rollout_kernel
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
@@ -69,7 +70,8 @@ def check_resumable(out_dir: pathlib.Path, config, meta: dict, completed: int) -
     Raises:
       InputError: a setting differs (the first is named), or --n_epochs is below the run's.
     """
-    changed = _first_difference(meta["config"], config.fingerprint())
+    # A run made before --rollout_kernel existed resumes with its default (the kernels agree to rounding).
+    changed = _first_difference({"rollout_kernel": "auto", **meta["config"]}, config.fingerprint())
     if changed:
         raise InputError(f"{out_dir} holds a run made with different settings ({changed}); re-run with the same "
                          "flags to resume, or choose a new --out_dir")
@@ -136,6 +138,7 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
         "grad_clip": config.grad_clip, "batch_size": config.batch_size, "seed": d.seed, "bound_x": config.bound_x,
         "bound_v": config.bound_v, "clamp_stages": config.clamp_stages, "loss_mode": config.loss_mode,
         "encoder_scan": resolve_scan_impl(m.scan_impl), "unroll": config.unroll,
+        "rollout_kernel": resolve_rollout_kernel(RolloutConfig(kernel=config.rollout_kernel)),
         "max_consecutive_skips": config.max_consecutive_skips, "sweep": [[k, list(v)] for k, v in config.sweep],
         "n_members": config.n_members,
         "matmul_precision": config.matmul_precision, "seed_chunk": config.seed_chunk, "media_seeds": config.media_seeds,

@@ -20,7 +20,7 @@ from flax import nnx
 from ouroboros_jax.curriculum import warmup_weights
 from ouroboros_jax.data import Category, TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.dynamics import RolloutConfig, resolve_rollout_kernel
 from ouroboros_jax.errors import NoSeedSurvived, WriteError
 from ouroboros_jax.evaluation import autonomy_score, correct, generate, rank_seeds
 from ouroboros_jax.figures import DPI, specgram_figure
@@ -87,7 +87,7 @@ class Setup:
         decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
         optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps)
         rollout = RolloutConfig(step_size=1.0 / model.time_scale, bound_x=config.bound_x, bound_v=config.bound_v,
-                                clamp_stages=config.clamp_stages, unroll=config.unroll)
+                                clamp_stages=config.clamp_stages, unroll=config.unroll, kernel=config.rollout_kernel)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)
         return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
@@ -284,7 +284,7 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
         epoch_args = (seeds.states, seeds.progress, train_set, settings, tf_var, step_config, horizon)
         key = programs.key(epoch, len(seeds.seed_ids))
         if key not in programs.compiled:
-            _compile(programs, key, program, epoch_args, persistently_cacheable(config.model.scan_impl))
+            _compile(programs, key, program, epoch_args, _uncacheable(config, setup.rollout))
         t0 = time.perf_counter()
         seeds.states, seeds.progress, metrics, ran = program.run_epoch(*epoch_args)
         outputs = program.autonomous_outputs(seeds.states, data.val_vocalisations, val_dxdt)
@@ -310,7 +310,7 @@ def _train(config: RunConfig, setup: Setup, seeds: Seeds, train_set: SeedData, t
             seeds.epoch = done
 
 
-def _compile(programs: EpochPrograms, key, program: SeedProgram, epoch_args, cacheable: bool) -> None:
+def _compile(programs: EpochPrograms, key, program: SeedProgram, epoch_args, uncacheable: str) -> None:
     """Compiles the epoch program of `key` ahead of its first epoch, saying why and what it cost."""
     (program_horizon, n_seeds), known = key, programs.compiled
     reason = ("first epoch" if not known else "culling changed the number of seeds"
@@ -322,8 +322,16 @@ def _compile(programs: EpochPrograms, key, program: SeedProgram, epoch_args, cac
     compiled = program.compile_epoch(*epoch_args)
     programs.record(key, compiled)
     console("  ready in %.1f s (%s)", compiled.seconds,
-            "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if cacheable
-            else "compiled; the numba encoder scan's programs cannot be cached")
+            "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if not uncacheable
+            else f"compiled; programs with the {uncacheable} cannot be cached")
+
+
+def _uncacheable(config: RunConfig, rollout: RolloutConfig) -> str:
+    """What keeps the run's programs out of JAX's persistent compilation cache ("" if nothing): the
+    numba kernels' host callbacks, which JAX does not serialise."""
+    kernels = [name for name, numba in (("numba encoder scan", not persistently_cacheable(config.model.scan_impl)),
+                                        ("numba rollout", resolve_rollout_kernel(rollout) == "numba")) if numba]
+    return " and ".join(kernels)
 
 
 def _finish(config: RunConfig, out_dir: pathlib.Path, setup: Setup, seeds: Seeds, data: TrainingData,
