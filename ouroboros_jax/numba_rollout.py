@@ -230,8 +230,10 @@ def numba_state_trajectory(omega2, gamma, W, x0, v0, steps: int, config, active_
     Under `jax.vmap` ("expand_dims") the kernels get the vmapped axes as leading axes and run
     every (vmapped index, batch element) chain in one parallel launch.
     """
+    dtype = jnp.result_type(omega2, gamma, W, x0, v0)  # promoted as the XLA kernel's arithmetic would
+    operands = (jnp.asarray(a, dtype) for a in (omega2, gamma, W, x0, v0))
     active = jnp.asarray(steps if active_steps is None else active_steps, jnp.int32)
-    return _trajectory(omega2, gamma, W, x0, v0, active, steps, config, W.shape[-3], W.shape[-1])
+    return _trajectory(*operands, active, steps, config, W.shape[-3], W.shape[-1])
 
 
 def _integrate(omega2, gamma, W, x0, v0, active, steps, config, save):

@@ -107,7 +107,8 @@ def test_a_traced_active_count_holds_the_state_and_stops_the_gradient():
     run = jax.jit(functools.partial(trajectory_and_grads), static_argnames=("steps", "config"))  # its own cache
     for active in (0, 13, 40):
         (traj, grads), (want_traj, want_grads) = both_kernels(operands, 40, RolloutConfig(), jnp.int32(active), run=run)
-        np.testing.assert_array_equal(traj[:, active:], np.broadcast_to(traj[:, active : active + 1], traj[:, active:].shape))
+        held = traj[:, active:]
+        np.testing.assert_array_equal(held, np.broadcast_to(traj[:, active : active + 1], held.shape))
         np.testing.assert_allclose(traj, want_traj, rtol=0, atol=2e-6)
         for g in grads[:3]:
             assert not np.any(g[:, active:])
@@ -142,11 +143,10 @@ def test_lanes_do_not_change_the_result():
     """A thread advances several chains at once; how many must not change a bit of any chain."""
     omega2, gamma, W, x0, v0 = (np.asarray(a) for a in drives(11, 30, 16, seed=2))
     active = np.array([25, 3, 25, 25, 0, 25, 25, 25, 25, 12, 25], np.int32)
-    runs = []
+    settings, runs = numba_rollout._settings(RolloutConfig(), np.float32), []
     for lanes in (1, 4, 8):
-        outputs = np.empty((11, 26, 2), np.float32), np.empty((11, 25, 4, 6), np.float32), np.empty((11, 25, 2), np.float32)
-        numba_rollout._forward(omega2, gamma, W, x0, v0, active, lanes, *numba_rollout._settings(RolloutConfig(), np.float32),
-                               *outputs)
+        outputs = tuple(np.empty(shape, np.float32) for shape in ((11, 26, 2), (11, 25, 4, 6), (11, 25, 2)))
+        numba_rollout._forward(omega2, gamma, W, x0, v0, active, lanes, *settings, *outputs)
         runs.append(outputs)
     for run in runs[1:]:
         for got, want in zip(run, runs[0]):
