@@ -215,6 +215,7 @@ def _host_forward(omega2, gamma, W, x0, v0, active, *, steps, config, save):
 
 
 def _host_backward(stages, end_slopes, active, g_trajectory, *, config):
+    """(g_acceleration, g_s0) of `_backward`, shaped with the leading axes and the batch."""
     lead, batch, (stages, end_slopes, active, g_trajectory) = _chains((stages, end_slopes, active, g_trajectory),
                                                                       (4, 3, 0, 3))
     g_acceleration = np.empty(stages.shape[:-1], stages.dtype)
@@ -237,6 +238,8 @@ def numba_state_trajectory(omega2, gamma, W, x0, v0, steps: int, config, active_
 
 
 def _integrate(omega2, gamma, W, x0, v0, active, steps, config, save):
+    """The forward kernel's outputs: (trajectory (B, steps + 1, 2),) or, with `save`, also the
+    backward's stages (B, steps, 4, 6) and end_slopes (B, steps, 2)."""
     shapes = [x0.shape + (steps + 1, 2)] + ([x0.shape + (steps, 4, 6), x0.shape + (steps, 2)] if save else [])
     like = tuple(jax.ShapeDtypeStruct(shape, W.dtype) for shape in shapes)
     return jax.pure_callback(functools.partial(_host_forward, steps=steps, config=config, save=save), like,
