@@ -3,14 +3,15 @@
     python benchmarks/train_step.py                          # reference defaults, H 512, 1024, 2048
     python benchmarks/train_step.py --horizons 512 --encoder_scan sequential,fused --unroll 4
     python benchmarks/train_step.py --breakdown              # where the time of one step goes
+    python benchmarks/train_step.py --breakdown --horizons 2048 --encoder_scan numba --rollout_kernel xla,numba
     python benchmarks/train_step.py --quick                  # small model, tiny shapes, a smoke test
 
-One JSON line per encoder scan and horizon with `samples_per_s` = B H / median: rollout samples
+One JSON line per encoder scan, rollout kernel and horizon with `samples_per_s` = B H / median: rollout samples
 trained per second. The batch is fixed (`synthetic.harmonic_batch`, half of it cold start) and
 every timed call starts from the same state, so every call does the same work.
 
 `--breakdown` times the parts of the step separately, each jitted alone, in alternating rounds
-over the encoder scans given: the drives (three encoders, heads, low-pass, K) forward and
+over the encoder scans and rollout kernels given: the drives (three encoders, heads, low-pass, K) forward and
 forward + backward (of a fixed cotangent), the rollout likewise (gradient w.r.t. the drives),
 the losses (MRSTFT of the rollout and the anchor, forward + backward), the optimiser (clip and
 Adam) and the whole step. "backward" is forward + backward minus forward.
@@ -27,27 +28,12 @@ from flax import nnx
 from synthetic import MODELS, harmonic_batch
 from timing import apply_quick, device_info, emit, measure, versions
 
-from ouroboros_jax.dynamics import (
-    RolloutConfig,
-    initial_state,
-    rollout,
-    teacher_acceleration,
-)
-from ouroboros_jax.losses import (
-    LossWeights,
-    acceleration_anchor_loss,
-    mrstft_loss,
-    teacher_acceleration_variance,
-)
+from ouroboros_jax.dynamics import (ROLLOUT_KERNELS, RolloutConfig, initial_state, resolve_rollout_kernel, rollout,
+                                    teacher_acceleration)
+from ouroboros_jax.losses import LossWeights, acceleration_anchor_loss, mrstft_loss, teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.config import ObjectiveConfig
-from ouroboros_jax.training.step import (
-    StepConfig,
-    init_train_state,
-    make_optimizer,
-    model_graphdef,
-    train_step,
-)
+from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}
 
@@ -57,6 +43,7 @@ flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s a
 flags.DEFINE_list("horizons", ["512", "1024", "2048"], "Rollout horizons H (<= segment_len).")
 flags.DEFINE_list("encoder_scan", ["auto"], f"Selective-scan implementations of the encoders, of {SCAN_IMPLS}.")
 flags.DEFINE_enum("rollout_gradient", "adjoint", ["adjoint", "autodiff"], "How the rollout is differentiated.")
+flags.DEFINE_list("rollout_kernel", ["auto"], f"Rollout kernels, of {ROLLOUT_KERNELS}.")
 flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.")
 flags.DEFINE_integer("repeats", 5, "Timed steps per configuration.")
 flags.DEFINE_integer("warmup", 1, "Untimed steps after the first (compiling) one.")
@@ -75,17 +62,20 @@ class StepBench:
     segment_len: int = 2205
     unroll: int = 1
     rollout_gradient: str = "adjoint"
+    rollout_kernel: str = "auto"
 
     def __post_init__(self):
         self.model = dataclasses.replace(MODELS[self.model_name], scan_impl=self.encoder_scan)
         data = harmonic_batch(self.batch_size, self.segment_len, self.model.sample_rate, self.model.time_scale)
         self.tf_var = jnp.float32(teacher_acceleration_variance(data.d2x))  # of the batch: the whole "training set"
         self.batch = jax.tree_util.tree_map(jnp.asarray, data)
-        self.weights = LossWeights(*(jnp.float32(w) for w in ObjectiveConfig().weights))  # arrays, as the run loop passes them
+        # Arrays, as the run loop passes them.
+        self.weights = LossWeights(*(jnp.float32(w) for w in ObjectiveConfig().weights))
         self.optimizer = make_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)
-        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient)
+        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient,
+                                            kernel=self.rollout_kernel)
 
         self._steps = {}  # horizon -> jitted step
 
@@ -101,7 +91,8 @@ class StepBench:
         return {"model": self.model_name, "n_poly": m.n_poly, "n_layers": m.n_layers, "d_state": m.d_state,
                 "d_conv": m.d_conv, "expand_factor": m.expand_factor, "batch": self.batch_size,
                 "segment_len": self.segment_len, "horizon": horizon, "encoder_scan": resolve_scan_impl(m.scan_impl),
-                "unroll": self.unroll, "rollout_gradient": self.rollout_gradient, "dtype": "float32"}
+                "unroll": self.unroll, "rollout_gradient": self.rollout_gradient,
+                "rollout_kernel": resolve_rollout_kernel(self.rollout_config), "dtype": "float32"}
 
     def parts(self, horizon: int) -> dict:
         """The step's parts as zero-argument callables (module docstring), all jitted."""
@@ -178,8 +169,13 @@ def main(argv):
     unknown = sorted(set(FLAGS.encoder_scan) - set(SCAN_IMPLS))
     if unknown:
         raise app.UsageError(f"--encoder_scan: unknown {unknown}; use some of {SCAN_IMPLS}")
-    benches = [StepBench(FLAGS.model, scan, FLAGS.batch_size, FLAGS.segment_len, FLAGS.unroll,
-                         FLAGS.rollout_gradient) for scan in FLAGS.encoder_scan]
+    unknown = sorted(set(FLAGS.rollout_kernel) - set(ROLLOUT_KERNELS))
+    if unknown:
+        raise app.UsageError(f"--rollout_kernel: unknown {unknown}; use some of {ROLLOUT_KERNELS}")
+    if FLAGS.rollout_gradient == "autodiff" and "numba" in FLAGS.rollout_kernel:
+        raise app.UsageError("--rollout_kernel=numba has its own adjoint: --rollout_gradient=autodiff needs xla")
+    benches = [StepBench(FLAGS.model, scan, FLAGS.batch_size, FLAGS.segment_len, FLAGS.unroll, FLAGS.rollout_gradient,
+                         kernel) for scan in FLAGS.encoder_scan for kernel in FLAGS.rollout_kernel]
     if FLAGS.breakdown:
         breakdown(benches, horizons, FLAGS.repeats)
         return

@@ -3,11 +3,12 @@
     python benchmarks/versus_torch.py                    # H 512, 1024, 2048, reference defaults
     python benchmarks/versus_torch.py --repeats 7 --encoder_scan sequential
     python benchmarks/versus_torch.py --horizons 2048 --encoder_scan fused,numba   # both JAX scans
+    python benchmarks/versus_torch.py --horizons 2048 --encoder_scan numba --rollout_kernel xla,numba
     python benchmarks/versus_torch.py --quick            # tiny shapes, a smoke test
 
-After one compiling/warm-up call of each, every round times one JAX step per encoder scan and
-one PyTorch step per horizon, alternating, so that a shared machine's noise falls on all alike.
-One JSON line per encoder scan and horizon: both medians (with min and max), and `ratio` = torch
+After one compiling/warm-up call of each, every round times one JAX step per (encoder scan,
+rollout kernel) and one PyTorch step per horizon, alternating, so that a shared machine's noise
+falls on all alike. One JSON line per encoder scan, rollout kernel and horizon: both medians (with min and max), and `ratio` = torch
 median / JAX median (> 1: JAX is faster). The two steps do the same work on the same synthetic batch (`synthetic.py`) at the
 same sizes; `baseline_torch.py` says how the baseline is built.
 """
@@ -44,6 +45,7 @@ def main(argv=None) -> None:
     p.add_argument("--model", choices=sorted(SIZES), help="model size (default: the reference defaults)")
     p.add_argument("--encoder_scan", default="auto", help="comma-separated JAX encoder scans (default auto)")
     p.add_argument("--rollout_gradient", default="adjoint", choices=["adjoint", "autodiff"])
+    p.add_argument("--rollout_kernel", default="auto", help="comma-separated rollout kernels (default auto)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}, unless given explicitly")
     a = p.parse_args(argv)
@@ -58,8 +60,8 @@ def main(argv=None) -> None:
     torch_args = argparse.Namespace(batch=a.batch, length=a.length, lr=1e-3, grad_clip=5.0, seed=0,
                                     **SIZES[a.model])
     torch_step = baseline_torch.step_runner(torch_args)
-    benches = [StepBench(a.model, scan, a.batch, a.length, rollout_gradient=a.rollout_gradient)
-               for scan in a.encoder_scan.split(",")]
+    benches = [StepBench(a.model, scan, a.batch, a.length, rollout_gradient=a.rollout_gradient, rollout_kernel=kernel)
+               for scan in a.encoder_scan.split(",") for kernel in a.rollout_kernel.split(",")]
     steps = {(h, i): functools.partial(bench.step, h) for h in horizons for i, bench in enumerate(benches)}
     first = {key: seconds(step, jax.block_until_ready) for key, step in steps.items()}
     first.update({h: seconds(functools.partial(torch_step, h), lambda r: r) for h in horizons})

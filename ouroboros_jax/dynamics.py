@@ -13,6 +13,7 @@ polynomial of an unbounded intermediate state overflows float32; off reproduces 
 
 import dataclasses
 import functools
+import importlib.util
 from typing import Literal
 
 import jax
@@ -27,6 +28,7 @@ from ouroboros_jax.settings import setting
 ROLLOUT_BACKENDS = ("scan", "deer")
 # The reference's --rollout-backend values: ways to run its one RK4 loop, which here is the scan.
 REFERENCE_ROLLOUT_BACKENDS = ("eager", "compile", "cudagraph")
+ROLLOUT_KERNELS = ("auto", "xla", "numba")
 
 
 def _backend(name: str) -> str:
@@ -49,6 +51,9 @@ class RolloutConfig:
       backend: the integrator (`ouroboros_jax.integrators`): "scan" (one `lax.scan`) or "deer"
         (Newton iterations, `ouroboros_jax.deer`).
       deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
+      kernel: what runs the scan and its adjoint: "xla" (`lax.scan`), "numba" (Numba kernels on
+        all CPU cores, `ouroboros_jax.numba_rollout`; needs the optional numba package) or
+        "auto" (`resolve_rollout_kernel`). Equal to float32 rounding.
       gradient: how the scan is differentiated: "adjoint" (a reverse scan over the VJP of one
         RK4 step, recomputed from the saved state; 1.4x faster on CPU, docs/performance.md) or
         "autodiff" (JAX's transpose of the forward scan). Equal to float32 rounding.
@@ -65,6 +70,9 @@ class RolloutConfig:
     deer_max_iter: int = setting(30, "DEER: Newton iterations at most; an unconverged example falls back to the "
                                  "scan.")
     deer_tol: float = setting(1e-6, "DEER: converged when the trajectory satisfies every RK4 step to this.")
+    kernel: str = setting("auto", "What runs the rollout's scan and its adjoint: xla (lax.scan), numba (CPU kernels on "
+                          "all cores; needs numba) or auto (numba on CPU where numba is installed, else xla).",
+                          flag="rollout_kernel", choices=ROLLOUT_KERNELS)
     gradient: Literal["adjoint", "autodiff"] = "adjoint"
 
     def __post_init__(self):
@@ -72,6 +80,20 @@ class RolloutConfig:
             raise ValueError(f"gradient must be 'adjoint' or 'autodiff', got {self.gradient!r}")
         if self.backend not in ROLLOUT_BACKENDS:
             raise ValueError(f"backend must be one of {ROLLOUT_BACKENDS}, got {self.backend!r}")
+        if self.kernel not in ROLLOUT_KERNELS:
+            raise ValueError(f"kernel must be one of {ROLLOUT_KERNELS}, got {self.kernel!r}")
+        if self.kernel == "numba" and self.gradient == "autodiff":
+            raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
+
+
+def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None) -> str:
+    """The kernel "auto" stands for: "numba" on CPU where numba is installed (the rollout's scan on
+    both cores; docs/performance.md), else "xla"; always "xla" for gradient="autodiff"."""
+    if config.kernel != "auto":
+        return config.kernel
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    numba = on_cpu and config.gradient == "adjoint" and importlib.util.find_spec("numba") is not None
+    return "numba" if numba else "xla"
 
 
 def soft_tanh(u: jax.Array, bound: float | None) -> jax.Array:
@@ -145,6 +167,10 @@ def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig
     Returns:
       (B, steps + 1, 2): (x, v) with the initial state first.
     """
+    if resolve_rollout_kernel(config) == "numba":
+        from ouroboros_jax.numba_rollout import numba_state_trajectory
+
+        return numba_state_trajectory(omega2, gamma, W, x0, v0, steps, config, active_steps)
     if config.gradient == "adjoint":
         return _adjoint_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)
     return _forward_trajectory(omega2, gamma, W, x0, v0, active_steps, steps, config)

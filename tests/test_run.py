@@ -229,8 +229,8 @@ def test_the_finch_recipe_passes_the_acceptance_bar(tmp_path):
 
 def test_demo_flagfile_end_to_end(tmp_path):
     out, cache = tmp_path / "demo", f"--compilation_cache_dir={tmp_path / 'xla'}"
-    # "fused": with numba installed, "auto" would pick the numba scan, whose programs JAX cannot cache.
-    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()] + ["--encoder_scan=fused"]
+    # "fused", "xla": with numba installed, "auto" would pick the numba kernels, whose programs JAX cannot cache.
+    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()] + ["--encoder_scan=fused", "--rollout_kernel=xla"]
     result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={out}", cache, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIPELINE DONE" in result.stdout and "epoch 2/2" in result.stdout

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from ouroboros_jax import settings
+from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
@@ -123,6 +124,7 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
     values = settings.flat(config)
     return {
         **values, "data_dir": str(values["data_dir"]), "encoder_scan": resolve_scan_impl(values["encoder_scan"]),
+        "rollout_kernel": resolve_rollout_kernel(config.rollout),
         # The reference's names of these.
         "context_len_s": values["context_len"], "H_min": config.h_min, "H_max": config.h_max,
         "H_schedule": config.h_schedule, "sr": data.sample_rate,

@@ -19,6 +19,7 @@ from flax import nnx
 
 from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
+from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import NoSeedSurvived, WriteError
 from ouroboros_jax.evaluation import correct, generate
 from ouroboros_jax.figures import DPI, specgram_figure
@@ -199,10 +200,18 @@ def _compile(job: Job, state: RunState, train_set, tf_var) -> None:
             n_members, reason)
     compiled = job.setup.program.compile_epoch(*epoch_arguments(job.setup, job.config, state, train_set, tf_var))
     programs.record(key, compiled)
-    cacheable = persistently_cacheable(job.config.model.scan_impl)
+    uncacheable = _uncacheable(job.config, job.setup.rollout)
     console("  ready in %.1f s (%s)", compiled.seconds,
-            "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if cacheable
-            else "compiled; the numba encoder scan's programs cannot be cached")
+            "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if not uncacheable
+            else f"compiled; programs with the {uncacheable} cannot be cached")
+
+
+def _uncacheable(config: RunConfig, rollout) -> str:
+    """What keeps the run's programs out of JAX's persistent compilation cache ("" if nothing): the
+    numba kernels' host callbacks, which JAX does not serialise."""
+    kernels = [name for name, numba in (("numba encoder scan", not persistently_cacheable(config.model.scan_impl)),
+                                        ("numba rollout", resolve_rollout_kernel(rollout) == "numba")) if numba]
+    return " and ".join(kernels)
 
 
 def _finish(job: Job, state: RunState) -> dict:
