@@ -1,9 +1,9 @@
 """The run as one state: a `RunState` and its transitions (DESIGN "The compiled seed cross-validation").
 
     state = init_run(setup, config)                                  # or restore_run(...)
-    state, result = train_epoch(setup, config, state, train_set, tf_var)
+    state, outcome = train_epoch(setup, config, state, train_set, tf_var)
     scores = score_members(vocalisations, outputs, sample_rate)      # host: SciPy
-    state = cull(config, state, scores)                              # at the cull epoch
+    state = cull(setup, config, state, scores)                       # at the cull epoch
     best = select(state, scores)
 
 A transition returns a new state and changes none it is given. The members' training is one
@@ -24,11 +24,7 @@ from ouroboros_jax.curriculum import warmup_weights
 from ouroboros_jax.evaluation import Autonomy, autonomy_score, ranking
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
-from ouroboros_jax.training.records import (
-    checkpoint_meta,
-    read_checkpoint_meta,
-    seed_row,
-)
+from ouroboros_jax.training.records import checkpoint_meta, read_checkpoint_meta, seed_row
 from ouroboros_jax.training.runtime import pad_ids, unpadded
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgress, select_seeds
 from ouroboros_jax.training.setup import Setup
