@@ -121,7 +121,7 @@ def test_interrupted_at_the_cull_epoch_and_resumed_equals_uninterrupted_bit_for_
         assert resumed[key] == straight_manifest[key], key
 
     # What the program trained on: ONSET segments, and only they, start from the cold-start noise.
-    categories = load_training_data(config.data).categories
+    categories = load_training_data(config.data, config.sampler, config.seed).categories
     cold_start = np.asarray(calls[0].cold_start)
     np.testing.assert_array_equal(cold_start, categories == Category.ONSET)
     assert 0 < cold_start.sum() < len(cold_start)
