@@ -15,6 +15,10 @@ of v' (24 numbers), and the final bounds' derivatives: the adjoint is then a sca
 per chain (`_backward`), and the drives' gradients are products XLA forms from its result
 (`_drive_grads`). Results equal the XLA kernel's to rounding (sums ordered differently, and
 fastmath); float64 works too.
+
+With several devices, run it per device (`shard_map`, as `SeedProgram` does with a mesh): left to
+XLA's automatic partitioning of sharded inputs, a program with these callbacks stalled in a
+collective until XLA's 40 s rendezvous timeout ended the process (measured: 4 host devices).
 """
 
 import functools
