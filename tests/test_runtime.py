@@ -2,6 +2,7 @@
 the matmul precision. The multi-process behaviour is tests/test_multiprocess.py."""
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.training.config import ObjectiveConfig
 from ouroboros_jax.training.runtime import (
@@ -25,7 +27,7 @@ from ouroboros_jax.training.runtime import (
     unpadded,
 )
 from ouroboros_jax.training.seeds import SeedProgress, init_seeds, seed_keys
-from ouroboros_jax.training.step import Batch, train_step
+from ouroboros_jax.training.step import Batch, model_graphdef, train_step
 from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
 
 
@@ -81,11 +83,14 @@ def test_only_process_0_writes(monkeypatch):
 
 @pytest.mark.parametrize("precision, highest", [("highest", True), ("default", False)])
 def test_the_matmul_precision_reaches_every_product_of_the_training_step(precision, highest):
-    """The encoders' matmuls and the kernel contraction of every RK4 stage are dot_generals."""
-    states, _ = init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0]))
+    """The encoders' matmuls and the kernel contraction of every RK4 stage are dot_generals (of
+    the XLA kernels: the numba kernels' products are theirs, and float32 always)."""
+    model = dataclasses.replace(TINY, scan_impl="fused")
+    states, _ = init_seeds(model, OPTIMIZER, seed_keys(1234, [0]))
     state = jax.tree_util.tree_map(lambda a: a[0], states)
     batch = Batch(*(a[:4] for a in synthetic_data()))
-    step = jax.jit(functools.partial(train_step, graphdef=program().graphdef, optimizer=OPTIMIZER, config=STEP))
+    config = dataclasses.replace(STEP, rollout=RolloutConfig(kernel="xla"))
+    step = jax.jit(functools.partial(train_step, graphdef=model_graphdef(model), optimizer=OPTIMIZER, config=config))
     with matmul_precision(precision):
         text = step.lower(state, batch, ObjectiveConfig().weights, 1e-3, None).as_text()
     products = re.findall(r"dot_general[^\n]*", text)
