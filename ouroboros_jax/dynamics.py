@@ -87,11 +87,13 @@ class RolloutConfig:
 
 
 def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None) -> str:
-    """The kernel "auto" stands for: "numba" on CPU where numba is installed (the rollout's scan on
-    both cores; docs/performance.md), else "xla"; always "xla" for gradient="autodiff"."""
+    """The kernel "auto" stands for: "numba" on CPU where numba is installed and the run is one
+    process (the rollout's scan on both cores; docs/performance.md; several processes hang with
+    it, as with the numba encoder scan: `resolve_scan_impl`), else "xla"; always "xla" for
+    gradient="autodiff"."""
     if config.kernel != "auto":
         return config.kernel
-    on_cpu = (backend or jax.default_backend()) == "cpu"
+    on_cpu = (backend or jax.default_backend()) == "cpu" and jax.process_count() == 1
     numba = on_cpu and config.gradient == "adjoint" and importlib.util.find_spec("numba") is not None
     return "numba" if numba else "xla"
 

@@ -32,13 +32,16 @@ SCAN_IMPLS = ("auto", "associative", "sequential", "chunked", "fused", "pallas",
 
 def resolve_scan_impl(impl: ScanImpl, backend: str | None = None) -> ScanImpl:
     """"auto" is the fastest measured on the backend (docs/performance.md): on CPU "numba" where
-    numba is installed, else "fused"; "associative" on accelerators, where a sequential step costs
-    a fixed ~10 us (not yet measured against "pallas" on a GPU)."""
+    numba is installed and the run is one process, else "fused"; "associative" on accelerators,
+    where a sequential step costs a fixed ~10 us (not yet measured against "pallas" on a GPU).
+    Several processes get "fused": their runs with the numba kernels hung (tests/test_multiprocess.py
+    setup, 2 x 2 CPU devices; not yet understood)."""
     if impl != "auto":
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "associative"
-    return "numba" if importlib.util.find_spec("numba") is not None else "fused"
+    numba = importlib.util.find_spec("numba") is not None and jax.process_count() == 1
+    return "numba" if numba else "fused"
 
 
 def persistently_cacheable(impl: ScanImpl) -> bool:
