@@ -15,27 +15,15 @@ rate (chunked: with one chunk of `--chunk_for_80gb` seeds live).
 
 import dataclasses
 
-import jax.numpy as jnp
 from absl import app, flags
-from synthetic import MODELS, harmonic_batch
+from synthetic import MODELS, device_training_set
 from timing import apply_quick, device_info, emit, versions
 
 from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.config import ObjectiveConfig
-from ouroboros_jax.training.seeds import (
-    MemberSettings,
-    SeedProgram,
-    init_seeds,
-    seed_keys,
-)
-from ouroboros_jax.training.step import (
-    Batch,
-    StepConfig,
-    make_optimizer,
-    model_graphdef,
-)
+from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
+from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 
 QUICK = {"model": "small", "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128}
 GB80 = 80e9
@@ -55,7 +43,8 @@ def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -
     program = SeedProgram(model_graphdef(model), make_optimizer(), FLAGS.batch_size, 50,
                           config.rollout, seed_chunk)
     states, progress = init_seeds(model, make_optimizer(), seed_keys(0, range(n_seeds)))
-    compiled = program.compile_epoch(states, progress, data, MemberSettings(ObjectiveConfig().weights, 1e-3), tf_var, config)
+    settings = MemberSettings(ObjectiveConfig().weights, 1e-3)
+    compiled = program.compile_epoch(states, progress, data, settings, tf_var, config)
     return {"compile_s": compiled.seconds, "memory_bytes": compiled.memory}
 
 
@@ -64,11 +53,8 @@ def main(argv):
     if FLAGS.quick:
         apply_quick(FLAGS, QUICK)
     model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
-    segments = harmonic_batch(FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len, model.sample_rate,
-                              model.time_scale)
-    data = Batch(*(jnp.asarray(a) for a in segments))
+    data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
     config = StepConfig(horizon=FLAGS.horizon, rollout=RolloutConfig())
-    tf_var = teacher_acceleration_variance(segments.d2x)
     common = {"model": FLAGS.model, "n_poly": model.n_poly, "n_batches": FLAGS.n_batches, "batch": FLAGS.batch_size,
               "segment_len": FLAGS.segment_len, "horizon": FLAGS.horizon,
               "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan), "dtype": "float32"}

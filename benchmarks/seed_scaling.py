@@ -16,27 +16,15 @@ epoch starts from the same fresh states, so every call does the same work.
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
-from synthetic import MODELS, harmonic_batch
+from synthetic import MODELS, device_training_set
 from timing import apply_quick, device_info, emit, measure, versions
 
 from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
 from ouroboros_jax.training.config import ObjectiveConfig
-from ouroboros_jax.training.seeds import (
-    MemberSettings,
-    SeedProgram,
-    init_seeds,
-    seed_keys,
-)
-from ouroboros_jax.training.step import (
-    Batch,
-    StepConfig,
-    make_optimizer,
-    model_graphdef,
-)
+from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
+from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
 
 QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
 
@@ -61,10 +49,7 @@ def main(argv):
     if FLAGS.horizon > FLAGS.segment_len:
         raise app.UsageError(f"--horizon={FLAGS.horizon}: cannot exceed --segment_len={FLAGS.segment_len}")
     model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
-    segments = harmonic_batch(FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len, model.sample_rate,
-                              model.time_scale)
-    tf_var = teacher_acceleration_variance(segments.d2x)
-    data = Batch(*(jnp.asarray(a) for a in segments))
+    data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
     optimizer = make_optimizer()
     rollout = RolloutConfig(unroll=FLAGS.unroll)
     program = SeedProgram(model_graphdef(model), optimizer, FLAGS.batch_size, max_consecutive_skips=50,
@@ -74,7 +59,8 @@ def main(argv):
     def epoch(seed_ids):
         """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
         states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
-        return lambda: program.run_epoch(states, progress, data, MemberSettings(ObjectiveConfig().weights, 1e-3), tf_var, config)
+        settings = MemberSettings(ObjectiveConfig().weights, 1e-3)
+        return lambda: program.run_epoch(states, progress, data, settings, tf_var, config)
 
     separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]
     single = measure(separate_runs[0], jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)

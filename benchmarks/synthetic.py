@@ -1,12 +1,14 @@
-"""Synthetic training data and model sizes shared by `train_step.py` and `seed_scaling.py`.
+"""Synthetic training data and model sizes shared by the benchmarks.
 
 Timings do not depend on what the audio says, only on its shape, so the benchmarks train on
 harmonic tones instead of recordings: no data files, and the same batch on every machine.
 """
 
+import jax.numpy as jnp
 import numpy as np
 
 from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.step import Batch
 
@@ -52,3 +54,10 @@ def harmonic_batch(n: int, length: int, sample_rate: float = 44100.0, time_scale
         d2x=(second_derivative(x) * time_scale**2).astype(np.float32),
         cold_start=cold_start,
     )
+
+
+def device_training_set(model: ModelConfig, n: int, length: int) -> tuple[Batch, float]:
+    """`harmonic_batch` of n segments of `length` for `model` (its sample rate and time scale), on
+    the device, and the teacher-acceleration variance of the anchor (`tf_var`)."""
+    segments = harmonic_batch(n, length, model.sample_rate, model.time_scale)
+    return Batch(*(jnp.asarray(a) for a in segments)), teacher_acceleration_variance(segments.d2x)
