@@ -43,10 +43,12 @@ def from_flags(config_class, flag_values: flags.FlagValues):
     Raises:
       InputError: a required flag is missing, or a value is not one the setting allows.
     """
+    values = {}
     for s in settings_of(config_class):
-        if s.default is dataclasses.MISSING and flag_values[s.flag].value in (None, ""):
+        values[s.flag] = flag_values[s.flag].value
+        if s.default is dataclasses.MISSING and values[s.flag] in (None, ""):
             raise InputError(f"--{s.flag} is required: {s.help[0].lower()}{s.help[1:].rstrip('.')}")
-    return build(config_class, {s.flag: flag_values[s.flag].value for s in settings_of(config_class)})
+    return build(config_class, values)
 
 
 def check_command(argv: list[str], flag_values: flags.FlagValues, required: dict | None = None) -> None:

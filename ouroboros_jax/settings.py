@@ -57,6 +57,11 @@ def _is_group(field: dataclasses.Field) -> bool:
     return dataclasses.is_dataclass(field.default)
 
 
+def _flag(field: dataclasses.Field) -> str:
+    """The flag of a setting's field: the name `setting` was given, else the field's."""
+    return field.metadata["setting"]["flag"] or field.name
+
+
 def settings_of(config_class, path: tuple = ()) -> list[Setting]:
     """Every setting of `config_class` and its groups, in field order."""
     found = []
@@ -66,8 +71,8 @@ def settings_of(config_class, path: tuple = ()) -> list[Setting]:
         elif "setting" in field.metadata:
             m = field.metadata["setting"]
             kind = m["kind"] or type(field.default)
-            found.append(Setting(m["flag"] or field.name, path + (field.name,), field.default, m["help"], kind,
-                                 m["choices"], m["text"], m["parse"]))
+            found.append(Setting(_flag(field), path + (field.name,), field.default, m["help"], kind, m["choices"],
+                                 m["text"], m["parse"]))
     return found
 
 
@@ -85,14 +90,12 @@ def build(config_class, values: dict, parse: bool = True):
             continue
         if "setting" not in field.metadata:
             continue
-        m = field.metadata["setting"]
-        flag = m["flag"] or field.name
-        if flag in values:
-            value = values[flag]
+        if _flag(field) in values:
+            value, parse_flag = values[_flag(field)], field.metadata["setting"]["parse"]
             if not parse:
                 value = _tuples(value)
-            elif m["parse"]:
-                value = m["parse"](value)
+            elif parse_flag:
+                value = parse_flag(value)
             fields[field.name] = value
     return config_class(**fields)
 
@@ -106,7 +109,7 @@ def flat(config) -> dict:
         if _is_group(field):
             values.update(flat(value))
         elif "setting" in field.metadata:
-            values[field.metadata["setting"]["flag"] or field.name] = value
+            values[_flag(field)] = value
     return values
 
 

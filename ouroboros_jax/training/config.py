@@ -124,6 +124,11 @@ class RunConfig:
             _check(getattr(self.model, name) >= 1, name, getattr(self.model, name), "must be at least 1")
         _check(self.seed >= 0, "seed", self.seed, "must not be negative")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
+        _check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision", self.matmul_precision,
+               f"must be one of {MATMUL_PRECISIONS}")
+        _check(all(name in SWEEPABLE for name, _ in self.sweep), "sweep", self.sweep,
+               f"only {', '.join(SWEEPABLE)} can be swept")
         _check(self.data.n_val_vocs >= 1, "n_val_vocs", self.data.n_val_vocs,
                "seeds are culled and selected by their score on the validation vocalisations: at least 1 is needed")
         _check(0 <= self.cull_frac < 1, "cull_frac", self.cull_frac, "must be in [0, 1); 0 disables culling")

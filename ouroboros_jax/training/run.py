@@ -174,7 +174,7 @@ def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook
         state, outcome = train_epoch(setup, config, state, train_set, tf_var)
         outputs, scores = job.validation(state)
         epoch_seconds.append(time.perf_counter() - t0)
-        active, epoch = state.active(setup), state.epoch - 1
+        active, epoch = outcome.active, state.epoch - 1
         logbook.epoch(epoch, state.members, outcome.metrics, outcome.ran, scores, active, epoch_seconds,
                       setup.programs.compile_seconds_ahead(state.epoch, len(state.members)))
         if (state.epoch == config.n_epochs or (config.save_freq > 0 and state.epoch % config.save_freq == 0)

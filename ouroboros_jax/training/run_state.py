@@ -74,11 +74,13 @@ class RunState(NamedTuple):
 
 
 class EpochOutcome(NamedTuple):
-    """An epoch's metrics, on the host without the padding: `StepMetrics` (S, n_batches) and
-    `ran` (S, n_batches), False for the steps of a member that had already stopped."""
+    """An epoch's metrics, on the host without the padding: `StepMetrics` (S, n_batches), `ran`
+    (S, n_batches), False for the steps of a member that had already stopped, and `active` (S,),
+    the members still training after the epoch."""
 
     metrics: StepMetrics
     ran: np.ndarray
+    active: np.ndarray
 
 
 def init_run(setup: Setup, config: RunConfig) -> RunState:
@@ -135,7 +137,7 @@ def train_epoch(setup: Setup, config: RunConfig, state: RunState, train_set: Bat
                             config.max_consecutive_skips)
     records = state.records._replace(stopped=stopped, skips=skips)
     new = RunState(result.states, result.progress, state.members, records, state.epoch + 1)
-    return new, EpochOutcome(metrics, ran)
+    return new, EpochOutcome(metrics, ran, active)
 
 
 def score_members(vocalisations: np.ndarray, outputs: np.ndarray, sample_rate: float,
