@@ -196,3 +196,14 @@ def test_a_setting_knows_its_field():
     assert by_flag["rollout_backend"].path == ("rollout", "backend")
     assert by_flag["lr"].path == ("lr",) and by_flag["ratio"].flag_default == "0.4,0.4,0.2"
     assert by_flag["data_dir"].default is dataclasses.MISSING
+
+
+@pytest.mark.parametrize("settings_, message", [
+    (dict(lr_schedule="step"), "--lr_schedule=step: must be one of"),
+    (dict(matmul_precision="low"), "--matmul_precision=low: must be one of"),
+    (dict(sweep=(("momentum", (0.9,)),)), "only lr, grad_clip"),
+])
+def test_a_config_made_without_the_flags_is_checked_as_they_would_be(settings_, message):
+    """The enum flags guard these on the command line; a config made in code is checked too."""
+    with pytest.raises(InputError, match=re.escape(message)):
+        RunConfig.of(data_dir="d", **settings_)
