@@ -26,6 +26,7 @@ from flax import nnx
 
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout
+from ouroboros_jax.listening import lead_in_level_db, onset_delay_ms
 from ouroboros_jax.model.ouroboros import Ouroboros
 
 DETREND_ORDER = 5
@@ -39,7 +40,7 @@ WELCH_MAX_NPERSEG = 1024
 _STD_EPS = 1e-12  # Guards of the reference's amplitude ratio and rescale.
 _LOG_PSD_EPS = 1e-20  # Floor of the log-PSD in spec_corr.
 _PITCH_EPS = 1e-9  # Guard of the peak-frequency ratio.
-_COMPONENTS = ("spec_corr", "amp_pen", "pitch_pen")
+_COMPONENTS = ("spec_corr", "amp_pen", "pitch_pen", "lead_in_db", "onset_delay_ms")
 
 
 def correct(signal: np.ndarray) -> np.ndarray:
@@ -75,6 +76,10 @@ class SegmentScore(NamedTuple):
         sentinel; the sentinel itself for a diverged output.
       bounded: False when the output diverged.
       spec_corr, amp_pen, pitch_pen: the components; NaN when diverged.
+      lead_in_db: the output's level over the lead-in relative to the syllable, dB
+        (`listening.lead_in_level_db`); NaN when diverged or without a lead-in.
+      onset_delay_ms: the output's onset minus the target's (`listening.onset_delay_ms`); NaN
+        likewise.
     """
 
     score: float
@@ -82,6 +87,8 @@ class SegmentScore(NamedTuple):
     spec_corr: float
     amp_pen: float
     pitch_pen: float
+    lead_in_db: float = np.nan
+    onset_delay_ms: float = np.nan
 
 
 def _welch_psd(signal: np.ndarray, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +109,7 @@ def _peak_frequency(freqs: np.ndarray, psd: np.ndarray) -> float:
 
 def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fmax: float = 8000.0,
                   w_amp: float = 1.0, w_pitch: float = 1.0, diverge_score: float = -5.0,
-                  rescale: bool = False) -> SegmentScore:
+                  rescale: bool = False, lead_in: int = 0) -> SegmentScore:
     """Scores one autonomous output against its vocalisation (SPEC g.3, DESIGN decision 12).
 
     Both are detrended with `correct` first. The output has diverged if it is not finite or its
@@ -118,6 +125,8 @@ def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fm
       w_amp, w_pitch: weights of the amplitude and pitch penalties.
       diverge_score: the divergence sentinel.
       rescale: scale the output to the target's standard deviation before scoring.
+      lead_in: samples of the window before the syllable's onset, for the listening metrics
+        (`ouroboros_jax.listening`); 0: none (they are NaN).
 
     Returns:
       The `SegmentScore`.
@@ -147,7 +156,8 @@ def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fm
     score = spec_corr - w_amp * amp_pen - w_pitch * pitch_pen
     # np.maximum keeps a NaN score NaN (undefined correlation), so rank_seeds can rank it last.
     return SegmentScore(float(np.maximum(score, diverge_score)), True, float(spec_corr), float(amp_pen),
-                        float(pitch_pen))
+                        float(pitch_pen), lead_in_level_db(output, lead_in),
+                        onset_delay_ms(target, output, lead_in, sample_rate) if lead_in else np.nan)
 
 
 def _nan_mean(values: np.ndarray) -> float:
@@ -161,20 +171,26 @@ class Autonomy(NamedTuple):
 
     Attributes:
       score: the mean segment score.
-      segment_scores: (V,) each vocalisation's.
-      breakdown: `spec_corr`, `amp_pen`, `pitch_pen` (means over the segments where they are
-        defined, NaN if none), `bounded_frac` (fraction of bounded segments), `cold_start` and
-        `rescale`.
+      segments: each vocalisation's `SegmentScore`.
+      breakdown: `spec_corr`, `amp_pen`, `pitch_pen`, `lead_in_db`, `onset_delay_ms` (means over
+        the segments where they are defined, NaN if none), `bounded_frac` (fraction of bounded
+        segments), `cold_start` and `rescale`.
     """
 
     score: float
-    segment_scores: np.ndarray
+    segments: tuple
     breakdown: dict
+
+    @property
+    def segment_scores(self) -> np.ndarray:
+        """(V,) each vocalisation's score."""
+        return np.array([s.score for s in self.segments])
 
 
 def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence[np.ndarray] | np.ndarray,
                    sample_rate: float, fmax: float = 8000.0, w_amp: float = 1.0, w_pitch: float = 1.0,
-                   diverge_score: float = -5.0, rescale: bool = False, cold_start: bool = True) -> Autonomy:
+                   diverge_score: float = -5.0, rescale: bool = False, cold_start: bool = True,
+                   lead_ins: Sequence[int] | None = None) -> Autonomy:
     """The autonomy score of a model on a set of vocalisations (SPEC g.3).
 
     Args:
@@ -183,19 +199,47 @@ def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence
       sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale: as in `segment_score`.
       cold_start: echoed in the breakdown; documents that the segments start with a silence
         lead-in and changes nothing (B22).
+      lead_ins: (V,) each segment's lead-in in samples, for the listening metrics; None: none.
 
     Returns:
       The `Autonomy`.
     """
-    segments = [segment_score(t, y, sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale)
-                for t, y in zip(targets, outputs, strict=True)]
+    lead_ins = [0] * len(targets) if lead_ins is None else lead_ins
+    segments = [segment_score(t, y, sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale, int(lead_in))
+                for t, y, lead_in in zip(targets, outputs, lead_ins, strict=True)]
     if not segments:
         raise ValueError("autonomy_score needs at least one segment")
     scores = np.array([s.score for s in segments])
     breakdown = {name: _nan_mean(np.array([getattr(s, name) for s in segments])) for name in _COMPONENTS}
     breakdown.update(bounded_frac=float(np.mean([s.bounded for s in segments])), cold_start=cold_start,
                      rescale=rescale)
-    return Autonomy(float(scores.mean()), scores, breakdown)
+    return Autonomy(float(scores.mean()), tuple(segments), breakdown)
+
+
+BOOTSTRAP_RESAMPLES = 10_000
+CONFIDENCE = 0.9
+
+
+def autonomy_summary(autonomy: Autonomy, seed: int = 0) -> dict:
+    """What the segment scores say beyond their mean (the reference's score), for a verdict.
+
+    Returns:
+      n_vocalisations; mean; median; frac_positive (the fraction of segments scoring > 0);
+      mean_ci90, a percentile bootstrap 90 % interval of the mean (10 000 resamples of the
+      segments drawn by `default_rng(seed)`); median_lead_in_db and median_onset_delay_ms, the
+      medians of the listening metrics over the segments where they are defined (NaN if none).
+    """
+    scores = autonomy.segment_scores
+    resampled = scores[np.random.default_rng(seed).integers(0, len(scores), (BOOTSTRAP_RESAMPLES, len(scores)))]
+    low, high = np.quantile(resampled.mean(axis=1), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+
+    def median(name):
+        values = np.array([getattr(s, name) for s in autonomy.segments])
+        return float(np.median(values[~np.isnan(values)])) if (~np.isnan(values)).any() else np.nan
+
+    return {"n_vocalisations": len(scores), "mean": float(scores.mean()), "median": float(np.median(scores)),
+            "frac_positive": float(np.mean(scores > 0)), "mean_ci90": [float(low), float(high)],
+            "median_lead_in_db": median("lead_in_db"), "median_onset_delay_ms": median("onset_delay_ms")}
 
 
 def autonomous_outputs(model: Ouroboros, x: jax.Array, dxdt: jax.Array, rollout_config: RolloutConfig) -> jax.Array:
@@ -285,7 +329,11 @@ def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,
     return np.lexsort((-bounded_frac, -np.where(no_score, 0.0, autonomy), no_score, diverged))
 
 
-def ranking(scores: Sequence[Autonomy], diverged: np.ndarray | None = None) -> np.ndarray:
-    """`rank_seeds` of the seeds whose validation `Autonomy` is `scores`: indices, best first."""
-    return rank_seeds(np.array([s.score for s in scores]), np.array([s.breakdown["bounded_frac"] for s in scores]),
-                      diverged)
+RANK_STATISTICS = ("mean", "median")
+
+
+def ranking(scores: Sequence[Autonomy], diverged: np.ndarray | None = None, statistic: str = "mean") -> np.ndarray:
+    """`rank_seeds` of the seeds whose validation `Autonomy` is `scores`, by the `statistic` of
+    their segment scores (the mean is `Autonomy.score`, the reference's): indices, best first."""
+    values = [s.score if statistic == "mean" else float(np.median(s.segment_scores)) for s in scores]
+    return rank_seeds(np.array(values), np.array([s.breakdown["bounded_frac"] for s in scores]), diverged)

@@ -60,7 +60,7 @@ def _validation_vocalisation(run: TrainedRun, voc_idx: int) -> np.ndarray:
     if not 0 <= voc_idx < len(vocalisations):
         raise InputError(f"--voc_idx={voc_idx}: the run has {len(vocalisations)} validation vocalisations; "
                          f"choose 0 to {len(vocalisations) - 1}")
-    return vocalisations[voc_idx]
+    return vocalisations.window(voc_idx)
 
 
 def _model_and_vocalisation(run_dir, seed: int | None, epoch: int | None, voc_idx: int):

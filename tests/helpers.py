@@ -53,7 +53,9 @@ def ssm_inputs(batch, length, d_inner, d_state, seed=0, dtype=np.float32):
 
 
 def load_data(data_dir, seed: int = 1234, **settings):
-    """`load_training_data` of `data_dir` with these data and sampler settings, by their names."""
+    """`load_training_data` of `data_dir` with these data and sampler settings, by their names;
+    `min_eval_vocs` 1 unless given, so that small test sets hold out one file per role."""
+    settings = {"min_eval_vocs": 1, **settings}
     sampler_fields = {f.name for f in dataclasses.fields(SamplerConfig)}
     sampler = SamplerConfig(**{k: v for k, v in settings.items() if k in sampler_fields})
     data = DataConfig(str(data_dir), **{k: v for k, v in settings.items() if k not in sampler_fields})

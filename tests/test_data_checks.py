@@ -35,28 +35,21 @@ def warnings_about(caplog, text):
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
 
 
-def test_a_validation_vocalisation_too_short_to_score_is_an_error_naming_its_file(data_dir):
+def test_too_few_vocalisations_for_min_eval_vocs_is_one_line_naming_the_flag(data_dir):
+    # 10 files of 3 vocalisations: 3 files each for test and validation hold 9 >= 8.
+    data = load(data_dir, min_eval_vocs=8)
+    assert (len(data.files.train), len(data.files.val), len(data.files.test)) == (4, 3, 3)
+    assert len(data.val_vocalisations) == len(data.test_vocalisations) == 8
+    with pytest.raises(InputError, match=r"^--min_eval_vocs=16: the 10 files that hold cold-start vocalisations "
+                                         r"hold 30; validation and test need 16 each from whole files"):
+        load(data_dir, min_eval_vocs=16, n_val_vocs=16, n_test_vocs=16)
+
+
+def test_a_syllable_too_short_to_score_is_no_vocalisation(data_dir):
     (val,) = split(data_dir).val
-    (data_dir / f"{val.stem}.txt").write_text("0.3 0.31\n0.5 0.65\n")  # 80 samples
-    with pytest.raises(InputError, match=rf"^{val}: its validation vocalisation .* is 130 samples, and scoring "
-                                         r"needs more than 200; .*--n_val_vocs"):
-        load(data_dir, silence_pad_samples=50)
-    load(data_dir, silence_pad_samples=200)  # 280 samples: scored
-
-
-def test_one_short_validation_file_cutting_the_others_is_a_warning_naming_it(data_dir, caplog):
-    short, other = split(data_dir, val_frac=0.2).val
-    (data_dir / f"{short.stem}.txt").write_text("0.3 0.33\n")  # a 240-sample syllable
-    with caplog.at_level(logging.WARNING):
-        data = load(data_dir, val_frac=0.2, silence_pad_samples=100)
-    assert data.val_vocalisations.shape == (2, 340)  # the other, 900 samples, is cut to 340
-    (warning,) = warnings_about(caplog, "validation vocalisations are cut to the shortest")
-    assert f"340 samples from {short}" in warning and "up to 900 long" in warning
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        load(data_dir, val_frac=0.2, silence_pad_samples=2000)  # 2640 of 3200 samples kept: no warning
-    assert not warnings_about(caplog, "are cut to the shortest")
-
+    (data_dir / f"{val.stem}.txt").write_text("0.3 0.31\n0.5 0.65\n")  # 80 samples: 130 with its lead-in
+    data = load(data_dir, silence_pad_samples=50)
+    assert data.files.val == (val,) and list(data.val_vocalisations.onsets) == [0.5]
 
 def test_silent_loud_and_clipped_recordings_are_warnings_naming_the_files(data_dir, caplog):
     write_recording(data_dir, "rec1", np.zeros(SR), annotation=ROWS)  # silent

@@ -68,56 +68,92 @@ def test_derivatives_are_computed_per_window(data_dir):
     assert data.dxdt.dtype == data.d2x.dtype == np.float32
 
 
-def test_val_and_test_vocalisations_are_cut_from_their_files(data_dir):
+def test_val_and_test_vocalisations_are_every_syllable_of_their_files(data_dir):
     data = load_data(str(data_dir), silence_pad_samples=500)
     for files, vocs in ((data.files.val, data.val_vocalisations), (data.files.test, data.test_vocalisations)):
         (path,) = files
-        # [on - 500, off) of the first syllable, 0.3-0.4 s.
-        expected = tagged_samples(int(path.stem[3:]))[2400 - 500 : 3200] / 32768
-        np.testing.assert_array_equal(vocs, expected[None].astype(np.float32))
+        audio = tagged_samples(int(path.stem[3:])) / 32768
+        # The three syllables 0.3-0.4, 0.5-0.65, 0.75-0.8 s, each with 500 samples of lead-in (the
+        # gaps are longer), read on to the next multiple of 256 samples.
+        starts, ends = np.array([2400, 4000, 6000]) - 500, np.array([3200, 5200, 6400])
+        np.testing.assert_array_equal(vocs.lengths, ends - starts)  # 1300, 1700, 900
+        np.testing.assert_array_equal(vocs.lead_ins, [500, 500, 500])
+        np.testing.assert_allclose(vocs.onsets, SYLLABLES[:, 0])
+        np.testing.assert_allclose(vocs.offsets, SYLLABLES[:, 1])
+        assert vocs.files == (path,) * 3 and vocs.audio.shape == (3, 1792) and vocs.audio.dtype == np.float32
+        for row, start, read in zip(vocs.audio, starts, [1536, 1792, 1024]):
+            np.testing.assert_array_equal(row[:read], audio[start : start + read].astype(np.float32))
+            assert not row[read:].any()
 
 
-def recording(syllables, n_samples=1000, tag=0):
+def recording(syllables, n_samples=1000, tag=0, labels=None):
     audio = tag + np.arange(n_samples, dtype=np.float64)
-    return Recording(
-        pathlib.Path(f"r{tag}.wav"), audio, 1000, np.asarray(syllables, dtype=np.float64).reshape(-1, 2)
-    )
+    syllables = np.asarray(syllables, dtype=np.float64).reshape(-1, 2)
+    return Recording(pathlib.Path(f"r{tag}.wav"), audio, 1000, syllables,
+                     None if labels is None else np.array(labels, dtype=np.str_))
 
 
 def test_cold_start_vocalisations():
     recordings = [
-        recording([[0.1, 0.3], [0.5, 0.6]], tag=0),
+        # Lead-ins: 50 (the longest); 20, the gap to the previous syllable; none (gap 5 < 10).
+        recording([[0.1, 0.4], [0.42, 0.7], [0.705, 0.95]], tag=0),
         recording([], tag=10000),  # no syllables: passed over
-        recording([[0.02, 0.2]], tag=20000),  # lead-in clipped at the file start
-        recording([[0.4, 0.55]], tag=30000),
-        recording([[0.4, 0.9]], tag=40000),
+        recording([[0.02, 0.23]], tag=20000),  # lead-in clipped at the file start: 20
+        # The b syllable is not chosen, but it bounds the next one's lead-in: 30.
+        recording([[0.4, 0.61], [0.65, 0.7], [0.73, 0.98]], tag=30000, labels=["a", "b", "a"]),
+        recording([[0.5, 0.6]], tag=40000),  # 150 samples with its lead-in: too short to score
     ]
-    vocs = cold_start_vocalisations(recordings, n_vocs=3, silence_pad_samples=50)
-    # Windows [50, 300), [0, 200), [350, 550), all cut to the shortest, 200 samples.
-    np.testing.assert_array_equal(
-        vocs, np.array([np.arange(50, 250), 20000 + np.arange(200), 30350 + np.arange(200)], np.float32)
-    )
-    assert cold_start_vocalisations(recordings, 0, 50).shape == (0, 0)
-    assert cold_start_vocalisations(recordings[1:2], 8, 50).shape == (0, 0)
+    vocs = cold_start_vocalisations(recordings, ("a", ""), 8, silence_pad_samples=50, min_lead_in=10)
+    # Taken in turn: the first of each recording, then the second of each.
+    np.testing.assert_array_equal(vocs.onsets, [0.1, 0.02, 0.4, 0.42, 0.73])
+    np.testing.assert_array_equal(vocs.lead_ins, [50, 20, 50, 20, 30])
+    np.testing.assert_array_equal(vocs.lengths, [350, 230, 260, 300, 280])
+    starts = [50, 20000, 30350, 400, 30700]
+    for i, start in enumerate(starts):
+        np.testing.assert_array_equal(vocs.window(i), start + np.arange(vocs.lengths[i]))
+    # Each read on to the next multiple of 256 samples; past the recording's end, and past that, zeros.
+    assert vocs.audio.shape == (5, 512)
+    np.testing.assert_array_equal(vocs.audio[2], 30350 + np.arange(512))
+    np.testing.assert_array_equal(vocs.audio[1], np.concatenate([20000 + np.arange(256), np.zeros(256)]))
+    np.testing.assert_array_equal(vocs.audio[4], np.concatenate([30700 + np.arange(300), np.zeros(212)]))
+    assert [p.name for p in vocs.files] == ["r0.wav", "r20000.wav", "r30000.wav", "r0.wav", "r30000.wav"]
+    assert len(cold_start_vocalisations(recordings, ("a", ""), 3, 50, 10)) == 3
+    assert cold_start_vocalisations(recordings, (), 0, 50, 10).audio.shape == (0, 0)
+    assert len(cold_start_vocalisations(recordings, (), 8, 50, 25)) == 3  # lead-ins of 20 are too short
 
 
-def test_first_vocalisation_is_the_earliest_syllable_of_an_unsorted_file(tmp_path):
+def test_vocalisations_integrate_in_one_batch_per_read_length():
+    recordings = [recording([[0.1, 0.4], [0.5, 0.75]], tag=0), recording([[0.05, 0.25], [0.3, 0.5]], tag=5000)]
+    vocs = cold_start_vocalisations(recordings, (), 8, silence_pad_samples=50, min_lead_in=10)
+    np.testing.assert_array_equal(vocs.lengths, [350, 250, 300, 250])  # read to 512, 256, 512, 256
+    calls = []
+
+    def outputs(audio):
+        calls.append(audio.shape)
+        return np.stack([audio, -audio])  # (2, n, R): two "members"
+
+    gathered = vocs.integrate(outputs)
+    assert calls == [(2, 256), (2, 512)] and gathered.shape == (2, 4, 512)
+    np.testing.assert_array_equal(gathered[0], vocs.audio) and np.testing.assert_array_equal(gathered[1], -vocs.audio)
+
+
+def test_vocalisations_are_in_time_order_in_an_unsorted_file(tmp_path):
     rows = "".join(f"{on} {off}\n" for on, off in SYLLABLES[::-1])
     for tag in range(5):
         write_recording(tmp_path, f"rec{tag}", tagged_samples(tag), annotation=rows)
-    data = load_data(str(tmp_path), silence_pad_samples=0, max_segs=10)
-    assert data.val_vocalisations.shape == (1, 800)  # 0.3-0.4 s, not the 0.75-0.8 s first row
+    data = load_data(str(tmp_path), silence_pad_samples=0, min_lead_in_ms=0, max_segs=10)
+    np.testing.assert_array_equal(data.val_vocalisations.onsets, SYLLABLES[:, 0])
 
 
 def test_bundled_example_data():
     assert resolve_data_dir("@example") == example_data_dir()
     assert (example_data_dir() / "NOTICE").read_text().count("CC BY 4.0") == 1
-    data = load_data("@example")
+    data = load_data("@example", min_eval_vocs=8)
     assert data.sample_rate == 32000
     assert (len(data.files.train), len(data.files.val), len(data.files.test)) == (16, 2, 2)
     assert data.x.shape == (6000, 1600)
     np.testing.assert_array_equal(np.bincount(data.categories), [2400, 2400, 1200])
-    assert data.val_vocalisations.shape[0] == 2 and data.test_vocalisations.shape[0] == 2
+    assert len(data.val_vocalisations) == 8 and len(data.test_vocalisations) == 8
     assert np.all(np.abs(data.x) <= 1)
 
 
@@ -200,11 +236,11 @@ def test_short_training_files_are_counted_once(data_dir, caplog):
 
 def test_no_training_window_at_all(tmp_path):
     for tag in range(5):
-        write_recording(tmp_path, f"rec{tag}", tagged_samples(tag, n=300), annotation="0.01 0.02\n")
+        write_recording(tmp_path, f"rec{tag}", tagged_samples(tag, n=300), annotation="0.005 0.035\n")
     with pytest.raises(
         InputError, match=r"^--data_dir=\S+: the 3 training recordings give no window of 400 samples"
     ):
-        load(tmp_path)
+        load(tmp_path, min_lead_in_ms=0)
 
 
 def test_window_too_short_for_the_derivatives(data_dir):

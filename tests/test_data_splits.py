@@ -45,6 +45,38 @@ def test_file_level_split_is_deterministic_for_a_seed():
     assert file_level_split(files(40), 0.1, 0.1, 5) != file_level_split(files(40), 0.1, 0.1, 6)
 
 
+def test_held_out_files_hold_enough_vocalisations():
+    # 8 files, two of them without vocalisations; the other 6 are shuffled as the reference shuffles.
+    counts = np.array([3, 0, 1, 5, 2, 0, 4, 2])
+    eligible = np.flatnonzero(counts)
+    np.random.default_rng(7).shuffle(eligible)
+    split = file_level_split(files(8), 0.1, 0.1, seed=7, vocalisations=counts, min_vocs=4)
+    order = list(eligible)
+    # Test takes the shortest prefix holding >= 4, validation the shortest next run; the rest train.
+    n_test = next(k for k in range(1, 7) if counts[order[:k]].sum() >= 4)
+    n_val = next(k for k in range(1, 7) if counts[order[n_test:n_test + k]].sum() >= 4)
+    assert split.test == tuple(files(8)[i] for i in order[:n_test])
+    assert split.val == tuple(files(8)[i] for i in order[n_test:n_test + n_val])
+    assert split.train == tuple(files(8)[i] for i in order[n_test + n_val:] + [1, 5])
+    held = lambda part: sum(counts[int(p.stem[3:])] for p in part)  # noqa: E731
+    assert held(split.test) >= 4 and held(split.val) >= 4
+
+
+def test_without_a_minimum_the_split_of_the_files_with_vocalisations_is_the_reference_split():
+    counts = np.array([2, 0, 1, 1, 3, 0, 1, 1, 2, 1, 1, 4])
+    with_vocs = [f for f, c in zip(files(12), counts) if c]
+    split = file_level_split(files(12), 0.1, 0.1, seed=3, vocalisations=counts)
+    reference = file_level_split(with_vocs, 0.1, 0.1, seed=3)
+    assert (split.test, split.val) == (reference.test, reference.val)
+    assert split.train == reference.train + (files(12)[1], files(12)[5])
+
+
+def test_too_few_vocalisations_for_the_minimum():
+    with pytest.raises(InputError, match=r"^--min_eval_vocs=5: the 4 files that hold cold-start vocalisations hold "
+                                         r"9; validation and test need 5 each from whole files"):
+        file_level_split(files(5), 0.1, 0.1, seed=0, vocalisations=[2, 2, 0, 3, 2], min_vocs=5)
+
+
 @pytest.mark.parametrize("n, val_frac, test_frac", [(2, 0.1, 0.1), (1, 0.1, 0.1), (10, 0.5, 0.5)])
 def test_too_few_files_for_a_split(n, val_frac, test_frac):
     with pytest.raises(

@@ -12,12 +12,15 @@ from flax import nnx
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.dynamics import RolloutConfig, rollout
 from ouroboros_jax.evaluation import (
+    Autonomy,
+    SegmentScore,
     autonomous_outputs,
     autonomous_outputs_jit,
     autonomy_score,
     correct,
     generate,
     rank_seeds,
+    ranking,
     segment_score,
 )
 from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
@@ -94,7 +97,8 @@ def test_correct_needs_more_than_200_samples():
 def test_golden_score_cases(golden, golden_json, case, rescale):
     expected = golden_json["score_cases"][f"{case}/rescale={rescale}"]
     target, output = golden["score/target"], golden["score/output/" + case]
-    mean, scores, breakdown = autonomy_score([target], [output], SR, rescale=rescale)
+    result = autonomy_score([target], [output], SR, rescale=rescale)
+    mean, scores, breakdown = result.score, result.segment_scores, result.breakdown
     np.testing.assert_allclose(mean, expected["score"], rtol=0, atol=1e-7)
     np.testing.assert_allclose(scores, [expected["score"]], rtol=0, atol=1e-7)
     for name in COMPONENTS:
@@ -169,7 +173,8 @@ def test_bounded_score_is_floored_at_the_sentinel_and_outranks_a_diverged_seed()
 def test_autonomy_score_means_over_segments_and_bounded_ones():
     targets = [song_like(seed=0), song_like(seed=1)]
     outputs = [0.5 * targets[0], np.full(4096, np.inf)]
-    mean, scores, breakdown = autonomy_score(targets, outputs, SR, rescale=False, cold_start=False)
+    result = autonomy_score(targets, outputs, SR, rescale=False, cold_start=False)
+    mean, scores, breakdown = result.score, result.segment_scores, result.breakdown
     first = segment_score(targets[0], outputs[0], SR)
     np.testing.assert_allclose(scores, [first.score, -5.0], rtol=1e-12)
     assert mean == pytest.approx((first.score - 5.0) / 2, abs=1e-12)
@@ -182,7 +187,8 @@ def test_all_diverged_breakdown_is_nan_without_warnings():
     targets = np.stack([song_like(seed=0), song_like(seed=1)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        mean, _, breakdown = autonomy_score(targets, np.full_like(targets, np.nan), SR)
+        result = autonomy_score(targets, np.full_like(targets, np.nan), SR)
+        mean, breakdown = result.score, result.breakdown
     assert mean == -5.0 and breakdown["bounded_frac"] == 0.0
     assert all(np.isnan(breakdown[name]) for name in COMPONENTS)
 
@@ -261,3 +267,15 @@ def test_generate_returns_a_divergent_output_unscaled(vocalisations):
     raw = np.asarray(autonomous_outputs_jit(model, x, dxdt, UNBOUNDED), np.float64)
     assert not np.isfinite(raw).all(axis=-1).any()
     np.testing.assert_array_equal(generate(model, x, UNBOUNDED, ref_rms=0.05), raw)
+
+
+def test_ranking_by_the_median_of_the_segment_scores():
+    def autonomy(scores):
+        segments = tuple(SegmentScore(s, True, 0.0, 0.0, 0.0) for s in scores)
+        return Autonomy(float(np.mean(scores)), segments, {"bounded_frac": 1.0})
+
+    skewed, steady = autonomy([1.0, -3.0, 0.9]), autonomy([0.1, 0.2, 0.0])  # means -0.37 and 0.1, medians 0.9 and 0.1
+    np.testing.assert_array_equal(ranking([skewed, steady]), [1, 0])
+    np.testing.assert_array_equal(ranking([skewed, steady], statistic="mean"), [1, 0])
+    np.testing.assert_array_equal(ranking([skewed, steady], statistic="median"), [0, 1])
+    np.testing.assert_array_equal(ranking([skewed, steady], np.array([True, False]), statistic="median"), [1, 0])

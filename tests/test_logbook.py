@@ -11,7 +11,8 @@ from ouroboros_jax.training.logbook import STEP_SCALARS, Logbook
 from ouroboros_jax.training.step import StepMetrics
 
 BATCHES = 5
-SCORE = {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.2, "bounded_frac": 1.0}
+SCORE = {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.2, "bounded_frac": 1.0, "lead_in_db": -35.0,
+         "onset_delay_ms": 2.0}
 
 
 def epoch_metrics(rng, n_seeds):

@@ -113,7 +113,7 @@ def drawn(monkeypatch, name):
 def autonomous_output(run_dir, seed, epoch, voc_idx, rescale=False):
     """A seed's output at a checkpoint on a validation vocalisation, computed here from the checkpoint."""
     run = load_run(run_dir, epoch)
-    vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations[voc_idx]
+    vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations.window(voc_idx)
     return vocalisation, generate(run.model(seed), vocalisation, run.setup.rollout, rescale=rescale)
 
 
@@ -174,7 +174,7 @@ def test_drives_command(tiny_run, tmp_path, monkeypatch):
     for ((_, drives, _), kwargs), (seed, epoch, voc_idx) in zip(calls, [(manifest["selected_seed"], N_EPOCHS, 0),
                                                                         (0, 1, 1)]):
         run = load_run(out, epoch)
-        vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations[voc_idx][None]
+        vocalisation = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations.window(voc_idx)[None]
         expected = run.model(seed)(vocalisation, first_derivative(vocalisation).astype(np.float32))
         np.testing.assert_allclose(drives.omega, expected.omega[0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(drives.W, expected.W[0], rtol=1e-5, atol=1e-7)
@@ -209,7 +209,7 @@ def test_checkpoints_log_audio_and_the_specgram_image_per_seed(tiny_run):
             for _, value in media[tag]:
                 assert value.audio.sample_rate == data.sample_rate == 32000
                 audio, sample_rate = sf.read(io.BytesIO(value.audio.encoded_audio_string))
-                assert sample_rate == 32000 and audio.shape == data.val_vocalisations[0].shape
+                assert sample_rate == 32000 and audio.shape == data.val_vocalisations.window(0).shape
                 np.testing.assert_allclose(np.abs(audio).max(), 1.0, atol=1e-4)  # peak-normalised
         for _, value in media["Media/specgram"]:
             image = matplotlib.image.imread(io.BytesIO(value.image.encoded_image_string), format="png")

@@ -24,7 +24,7 @@ from ouroboros_jax.data import (
 )
 from ouroboros_jax.dynamics import teacher_acceleration
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import Autonomy
+from ouroboros_jax.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig
 from ouroboros_jax.training import run as run_module
 from ouroboros_jax.training.checkpoints import Checkpoints
@@ -42,7 +42,7 @@ REPO = pathlib.Path(__file__).parent.parent
 # The bundled finch at 32 kHz, cut to 10 ms windows with 4 ms of lead-in, and a tiny model.
 TINY_MODEL = ModelConfig(n_kernels=2, n_layers=1, d_state=2, expand_factor=1)
 TINY = dict(data_dir="@example", context_len=0.01, silence_prefix_ms=4, silence_suffix_ms=4, max_segs=24, n_val_vocs=2,
-            n_test_vocs=2, n_kernels=2, n_layers=1, d_state=2, expand_factor=1)
+            n_test_vocs=2, min_eval_vocs=2, n_kernels=2, n_layers=1, d_state=2, expand_factor=1)
 
 
 def tiny_config(out_dir, **overrides) -> RunConfig:
@@ -165,17 +165,20 @@ def test_checkpoints_count_completed_epochs_and_keep_max_saved(straight_run):
     assert sorted(p.name for p in (straight_run[0] / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
 
 
-def breakdown(bounded):
-    return {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": bounded, "cold_start": True,
-            "rescale": False}
+def fake_autonomy(score, bounded, n_vocalisations):
+    """An `Autonomy` of `score` on each of `n_vocalisations`, its breakdown's bounded_frac `bounded`."""
+    segment = SegmentScore(score, True, 0.5, 0.1, 0.1, -40.0, 1.0)
+    return Autonomy(score, (segment,) * n_vocalisations, {
+        "spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "lead_in_db": -40.0, "onset_delay_ms": 1.0,
+        "bounded_frac": bounded, "cold_start": True, "rescale": False})
 
 
 def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path, monkeypatch):
     def scores(vocalisations, outputs, sample_rate, rescale=False):
+        n = len(vocalisations)
         if len(outputs) == 3:  # before culling: seed 0 NaN, seeds 1 and 2 tie on autonomy
-            return [Autonomy(math.nan, None, breakdown(1.0)), Autonomy(-1.0, None, breakdown(0.5)),
-                    Autonomy(-1.0, None, breakdown(1.0))]
-        return [Autonomy(-0.5, None, breakdown(1.0))]
+            return [fake_autonomy(math.nan, 1.0, n), fake_autonomy(-1.0, 0.5, n), fake_autonomy(-1.0, 1.0, n)]
+        return [fake_autonomy(-0.5, 1.0, n)]
 
     monkeypatch.setattr(run_module, "score_members", scores)
     manifest = train_and_evaluate(culling_config(tmp_path, n_seeds=3))
@@ -208,7 +211,7 @@ def run_cli(*flags, cwd=REPO, timeout=600):
 
 DEMO_OVERRIDES = {"n_epochs": 2, "max_segs": 16, "context_len": 0.01, "silence_prefix_ms": 4, "silence_suffix_ms": 4,
                   "h_min": 64, "h_max": 128, "spec_configs": "32,8;64,16", "n_kernels": 2, "n_layers": 1,
-                  "expand_factor": 1, "n_val_vocs": 2, "n_test_vocs": 2}
+                  "expand_factor": 1, "n_val_vocs": 2, "n_test_vocs": 2, "min_eval_vocs": 2}
 
 
 @pytest.mark.slow
@@ -258,8 +261,8 @@ def test_demo_flagfile_end_to_end(tmp_path):
                 "silence_suffix_ms": 4.0, "H_min": 64, "H_max": 128, "H_schedule": "pow2",
                 "spec_configs": [[32, 8], [64, 16]], "n_kernels": 2, "n_layers": 1, "d_state": 2, "expand_factor": 1,
                 "spec_warmup_epochs": 1, "seed": 1234, "sr": 32000, "loss_mode": "spectral_rollout",
-                "rollout_backend": "scan", "lr_schedule": "constant", "n_val_files": 2, "n_test_files": 2,
-                "n_train_files": 16, "n_train_segments": 16}
+                "rollout_backend": "scan", "lr_schedule": "constant", "n_val_files": 1, "n_test_files": 1,
+                "n_train_files": 18, "n_train_segments": 16}
     assert {k: manifest[k] for k in expected} == expected
     assert manifest["syllables"] == ["c"] and manifest["annotation_format"] == "ours"  # one type, as the method
     assert set(manifest["selected_test_breakdown"]) >= {"spec_corr", "amp_pen", "pitch_pen", "bounded_frac"}
@@ -281,10 +284,10 @@ def test_demo_flagfile_end_to_end(tmp_path):
     assert manifest["skipped_steps"] == {str(k): int(r["skipped_steps"]) for k, r in rows.items()}
 
     # The data lines the reference prints: split sizes and segments per category.
-    data = load_training_data(DataConfig("@example", n_val_vocs=2, n_test_vocs=2),
+    data = load_training_data(DataConfig("@example", syllables=("c",), n_val_vocs=2, n_test_vocs=2, min_eval_vocs=2),
                               SamplerConfig(context_len=0.01, silence_prefix_ms=4, silence_suffix_ms=4, max_segs=16), 1234)
     onset, offset, mid = np.bincount(data.categories, minlength=3)
-    assert "data: 20 recordings at 32000 Hz: 16 training, 2 validation and 2 test files" in result.stdout
+    assert "data: 20 recordings at 32000 Hz: 18 training, 1 validation and 1 test files" in result.stdout
     assert f"training segments: 16 of 320 samples: ONSET {onset}, OFFSET {offset}, MID {mid} " in result.stdout
 
     audio, sample_rate = sf.read(out / "selected_autonomous_recon.wav", dtype="int16")

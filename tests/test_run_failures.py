@@ -36,7 +36,7 @@ from tests.test_run import REPO, run_cli, tiny_config, tiny_run_config
 # The `tiny_run` recipe on the command line: 2 seeds, one horizon, a checkpoint after every epoch.
 TINY_CLI = ("--flagfile=experiments/demo.flags", "--max_segs=24", "--context_len=0.01", "--silence_prefix_ms=4",
             "--silence_suffix_ms=4", "--h_schedule=const", "--h_max=64", "--spec_configs=32,8;64,16", "--n_kernels=2",
-            "--n_layers=1", "--expand_factor=1", "--n_val_vocs=2", "--n_test_vocs=2", "--cull_frac=0",
+            "--n_layers=1", "--expand_factor=1", "--n_val_vocs=2", "--n_test_vocs=2", "--min_eval_vocs=2", "--cull_frac=0",
             "--save_freq=1", "--n_epochs=2")
 # On a full disk JAX's cache writes fail too (each a warning, and a truncated entry that a later
 # run warns about and rewrites): the disk-full tests leave the cache out to see only our line.
@@ -63,11 +63,13 @@ def assert_one_error_line(result, status, message):
     (dict(lr=math.nan), "--lr=nan: must be a positive number"),
     (dict(bound_v=0.0), "--bound_v=0.0: must be positive"),
     (dict(bound_x=-1.0), "--bound_x=-1.0: must be positive"),
-    (dict(n_val_vocs=0), "--n_val_vocs=0: seeds are culled and selected by"),
+    (dict(n_val_vocs=0, min_eval_vocs=0), "--n_val_vocs=0: seeds are culled and selected by"),
+    (dict(n_test_vocs=0, min_eval_vocs=0), "--n_test_vocs=0: the selected model is judged by its score on the test"),
+    (dict(n_test_vocs=1), "--n_test_vocs=1: below --min_eval_vocs=2, so fewer would be scored"),
     (dict(n_epochs=2, cull_frac=0.9, cull_keep=1), "--cull_frac=0.9: culls after epoch 2 of --n_epochs=2, which "
                                                    "leaves no epoch to train the kept seeds"),
     (dict(h_min=600, h_max=300), "--h_min=600: must be in [1, --h_max=300]"),
-], ids=["lr_inf", "lr_nan", "bound_v", "bound_x", "no_val_vocs", "cull_at_the_last_epoch", "h_min_above_h_max"])
+], ids=["lr_inf", "lr_nan", "bound_v", "bound_x", "no_val_vocs", "no_test_vocs", "fewer_test_vocs_than_held_out", "cull_at_the_last_epoch", "h_min_above_h_max"])
 def test_settings_that_cannot_work_are_refused_naming_their_flag(tmp_path, overrides, message):
     with pytest.raises(InputError) as error:
         tiny_config(tmp_path, **overrides)
@@ -319,15 +321,9 @@ def test_a_run_without_a_complete_checkpoint_says_that_it_starts_again(tmp_path,
     assert "training starts again from epoch 0" in out and "resuming" not in out
 
 
-def tiny_data(n_val_vocs=2):
+def tiny_data():
     """What `check_run_fits_data` reads of `TrainingData`: 24 training segments of 320 samples."""
-    return SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000, val_vocalisations=np.zeros((n_val_vocs, 3000)))
-
-
-def test_validation_files_without_a_syllable_are_an_error_before_training(tmp_path):
-    with pytest.raises(InputError, match=r"^--data_dir=@example: the validation files hold no annotated syllable, "
-                                         "so seeds cannot be scored"):
-        check_run_fits_data(tiny_config(tmp_path), tiny_data(n_val_vocs=0))
+    return SimpleNamespace(x=np.zeros((24, 320)), sample_rate=32000)
 
 
 def test_spec_configs_that_do_not_fit_the_horizons_are_warnings_naming_them(tmp_path, caplog):

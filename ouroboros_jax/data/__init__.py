@@ -26,7 +26,7 @@ from ouroboros_jax.data.sampler import (
 from ouroboros_jax.data.segmenter import SegmenterConfig, band_power_envelope, find_syllables
 from ouroboros_jax.data.splits import FileSplit, file_level_split, stratified_split
 from ouroboros_jax.data.syllable_labels import label_counts, parse_syllables
-from ouroboros_jax.data.vocalisations import cold_start_vocalisations, cold_start_window
+from ouroboros_jax.data.vocalisations import Vocalisations, cold_start_vocalisations, cold_start_window
 
 __all__ = [
     "ANNOTATION_FORMATS",
@@ -44,6 +44,7 @@ __all__ = [
     "annotation_path",
     "band_power_envelope",
     "category_counts",
+    "Vocalisations",
     "cold_start_vocalisations",
     "cold_start_window",
     "example_data_dir",

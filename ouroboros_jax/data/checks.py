@@ -1,10 +1,8 @@
 """Checks of a data set made before anything trains (docs/data.md, "Bad input").
 
-Errors stop the run: a cold-start vocalisation too short to be scored. Warnings, one line per
-kind of problem with a count and the first file, report what trains but probably not as meant:
-silent recordings, recordings above full scale or clipped, annotation files without their
-recording, duplicated rows and overlapping syllables, and vocalisations cut much shorter than
-they are to stack with the shortest.
+Warnings, one line per kind of problem with a count and the first file, report what trains but
+probably not as meant: silent recordings, recordings above full scale or clipped, annotation
+files without their recording, duplicated rows and overlapping syllables.
 """
 
 import pathlib
@@ -14,18 +12,11 @@ import numpy as np
 from absl import logging
 
 from ouroboros_jax.data.recordings import Recording
-from ouroboros_jax.data.vocalisations import cold_start_windows
-from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import DETREND_CUTOFF
 
 # Full scale of 16-bit audio is 32767 / 32768: a sample this close to +-1 is at full scale.
 FULL_SCALE = 1.0 - 2.0**-15
 SILENCE = 2.0**-15  # a recording whose peak is below one 16-bit step holds nothing but silence
 CLIPPED_FRACTION = 1e-3  # more samples than this at full scale: the recording was clipped
-# The detrend of the scoring (`evaluation.correct`) needs more samples than this.
-MIN_SCORED_SAMPLES = int(2 * DETREND_CUTOFF)
-# Vocalisations are cut to the shortest; warn when that keeps less than this of the longest.
-CUT_FRACTION = 0.5
 
 
 def _warn(problem: str, paths: Sequence, total: int, what: str, example: str = "") -> None:
@@ -70,32 +61,3 @@ def check_recordings(directory: pathlib.Path, recordings: Sequence[Recording]) -
     _warn("duplicated rows (the same syllable twice: its windows are drawn twice as often)", duplicated, n,
           "annotation files have")
     _warn("overlapping syllables (windows of one cover part of the other)", overlapping, n, "annotation files have")
-
-
-def check_vocalisations(recordings: Sequence[Recording], n_vocs: int, silence_pad_samples: int, role: str,
-                        flag: str) -> None:
-    """Checks the cold-start vocalisations `cold_start_vocalisations` will cut, before it cuts them.
-
-    Args:
-      recordings: the held-out recordings in split order.
-      n_vocs, silence_pad_samples: as `cold_start_vocalisations`.
-      role: "validation" or "test", for the messages.
-      flag: the flag that sets how many (--n_val_vocs or --n_test_vocs).
-
-    Raises:
-      InputError: the shortest window is too short to be scored (the detrend needs more than 200
-        samples); the stack is cut to the shortest, so every vocalisation would be.
-    """
-    windows = cold_start_windows(recordings, n_vocs, silence_pad_samples)
-    if not windows:
-        return
-    lengths = np.array([len(w) for _, w in windows])
-    shortest, longest = windows[int(np.argmin(lengths))][0], int(lengths.max())
-    if lengths.min() <= MIN_SCORED_SAMPLES:
-        raise InputError(f"{shortest}: its {role} vocalisation (the first syllable with {silence_pad_samples} samples "
-                         f"of lead-in) is {lengths.min()} samples, and scoring needs more than {MIN_SCORED_SAMPLES}; "
-                         f"fix its annotation, raise --silence_pad_samples, or lower {flag}")
-    if lengths.min() < CUT_FRACTION * longest:
-        logging.warning("the %d %s vocalisations are cut to the shortest, %d samples from %s, although they are up "
-                        "to %d long; scoring sees only that much of each (check that file's first syllable)",
-                        len(windows), role, lengths.min(), shortest, longest)

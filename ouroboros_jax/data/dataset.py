@@ -17,7 +17,7 @@ from ouroboros_jax.data.annotation_formats import (
     check_format,
 )
 from ouroboros_jax.data.audio import list_audio_files
-from ouroboros_jax.data.checks import SILENCE, check_recordings, check_vocalisations
+from ouroboros_jax.data.checks import SILENCE, check_recordings
 from ouroboros_jax.data.example_data import resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
@@ -28,7 +28,7 @@ from ouroboros_jax.data.syllable_labels import (
     label_counts,
     parse_syllables,
 )
-from ouroboros_jax.data.vocalisations import cold_start_vocalisations
+from ouroboros_jax.data.vocalisations import Vocalisations, cold_start_vocalisations, cold_starts
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.settings import setting
@@ -49,9 +49,13 @@ class DataConfig:
                             kind=str)
     val_frac: float = setting(0.1, "Fraction of files held out for validation (file-level).")
     test_frac: float = setting(0.1, "Fraction of files held out for test (file-level).")
-    n_val_vocs: int = setting(8, "Cold-start validation vocalisations.")
-    n_test_vocs: int = setting(8, "Cold-start test vocalisations.")
-    silence_pad_samples: int = setting(2000, "Lead-in before each cold-start vocalisation, in samples.")
+    n_val_vocs: int = setting(8, "Cold-start validation vocalisations scored, at most.")
+    n_test_vocs: int = setting(8, "Cold-start test vocalisations scored, at most.")
+    min_eval_vocs: int = setting(8, "Fewest cold-start vocalisations that the validation files, and the test files, "
+                                 "must hold: held-out files are added until they do.")
+    silence_pad_samples: int = setting(2000, "Longest lead-in before each cold-start vocalisation, in samples.")
+    min_lead_in_ms: float = setting(20.0, "Shortest lead-in of a cold-start vocalisation (the gap to the previous "
+                                    "syllable), ms.")
     channel: int | None = setting(None, "Channel to use from multi-channel files (default: files must be mono).",
                                   kind=int)
     syllables: tuple[str, ...] = setting((), "Labels of the syllable types to train on, comma-separated (e.g. C or "
@@ -67,9 +71,14 @@ class DataConfig:
         for name in ("val_frac", "test_frac"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
-        for name in ("n_val_vocs", "n_test_vocs", "silence_pad_samples"):
-            if getattr(self, name) < 0:
+        for name in ("n_val_vocs", "n_test_vocs", "min_eval_vocs", "silence_pad_samples", "min_lead_in_ms"):
+            if not getattr(self, name) >= 0:
                 raise InputError(f"--{name}={getattr(self, name)}: must not be negative")
+        for name in ("n_val_vocs", "n_test_vocs"):
+            if getattr(self, name) < self.min_eval_vocs:
+                raise InputError(f"--{name}={getattr(self, name)}: below --min_eval_vocs={self.min_eval_vocs}, so "
+                                 "fewer would be scored than the split holds out for; raise it or lower "
+                                 "--min_eval_vocs")
         if self.channel is not None and self.channel < 0:
             raise InputError(f"--channel={self.channel}: must not be negative")
 
@@ -91,8 +100,8 @@ class TrainingData:
       pool_sizes: (3,) int64 distinct ONSET, OFFSET, MID windows the training files offered.
       sample_rate: in Hz, shared by all files.
       files: the file-level split.
-      val_vocalisations: (n_val, Lv) float32 cold-start vocalisations of the validation files.
-      test_vocalisations: (n_test, Lt) float32, the same for the test files.
+      val_vocalisations: the cold-start `Vocalisations` of the validation files.
+      test_vocalisations: the same for the test files.
     """
 
     x: np.ndarray
@@ -103,8 +112,8 @@ class TrainingData:
     pool_sizes: np.ndarray
     sample_rate: int
     files: FileSplit
-    val_vocalisations: np.ndarray
-    test_vocalisations: np.ndarray
+    val_vocalisations: Vocalisations
+    test_vocalisations: Vocalisations
 
 
 def segment_derivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,28 +192,29 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
     With `config.syllables`, only syllables with those labels give windows and vocalisations.
     Problems the reference skips silently are logged once each, with a count: empty annotation
     files, recordings without chosen syllables, training recordings shorter than one window, and
-    those of `checks.check_recordings` and `checks.check_vocalisations`.
+    those of `checks.check_recordings`.
 
     Raises:
       InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
-        rates, a chosen label that labels no syllable, too few files for the split, no training
-        window at all, only silent training windows, or a cold-start vocalisation too short to
-        be scored.
+        rates, a chosen label that labels no syllable, too few files for the split or too few
+        cold-start vocalisations for --min_eval_vocs, no training window at all, or only silent
+        training windows.
     """
     directory = resolve_data_dir(config.data_dir)
     files = list_audio_files(directory, "--data_dir")
-    split = file_level_split(files, config.val_frac, config.test_frac, seed)
     recordings = load_recordings(files, config.channel, config.annotations)
     check_syllables_occur(config.syllables, label_counts(r.labels for r in recordings), f"--data_dir={config.data_dir}")
-    by_path = {r.path: _only(r, config.syllables) for r in recordings}
-    train, val, test = ([by_path[p] for p in part] for part in (split.train, split.val, split.test))
-    sample_rate = train[0].sample_rate
+    sample_rate = recordings[0].sample_rate
+    held_out = _HeldOut(config, sample_rate)
+    split = file_level_split(files, config.val_frac, config.test_frac, seed,
+                             [len(held_out.candidates(r)) for r in recordings], config.min_eval_vocs)
+    by_path = {r.path: r for r in recordings}
+    val, test = ([by_path[p] for p in part] for part in (split.val, split.test))
+    chosen_only = {r.path: _only(r, config.syllables) for r in recordings}
 
-    _report_unused(config, recordings, list(by_path.values()), len(files))
-    check_recordings(directory, list(by_path.values()))
-    segments = _training_windows(config, sampler, seed, train, sample_rate)
-    check_vocalisations(val, config.n_val_vocs, config.silence_pad_samples, "validation", "--n_val_vocs")
-    check_vocalisations(test, config.n_test_vocs, config.silence_pad_samples, "test", "--n_test_vocs")
+    _report_unused(config, recordings, list(chosen_only.values()), len(files))
+    check_recordings(directory, list(chosen_only.values()))
+    segments = _training_windows(config, sampler, seed, [chosen_only[p] for p in split.train], sample_rate)
     dxdt, d2x = segment_derivatives(segments.x)
     return TrainingData(
         x=segments.x,
@@ -215,6 +225,25 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
         pool_sizes=segments.pool_sizes,
         sample_rate=sample_rate,
         files=split,
-        val_vocalisations=cold_start_vocalisations(val, config.n_val_vocs, config.silence_pad_samples),
-        test_vocalisations=cold_start_vocalisations(test, config.n_test_vocs, config.silence_pad_samples),
+        val_vocalisations=held_out.vocalisations(val, config.n_val_vocs),
+        test_vocalisations=held_out.vocalisations(test, config.n_test_vocs),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _HeldOut:
+    """The cold-start vocalisations that `config` cuts from recordings at `sample_rate`."""
+
+    config: DataConfig
+    sample_rate: int
+
+    @property
+    def min_lead_in(self) -> int:
+        return int(round(self.config.min_lead_in_ms / 1000.0 * self.sample_rate))
+
+    def candidates(self, recording: Recording) -> list:
+        return cold_starts(recording, self.config.syllables, self.config.silence_pad_samples, self.min_lead_in)
+
+    def vocalisations(self, recordings: list[Recording], n_vocs: int) -> Vocalisations:
+        return cold_start_vocalisations(recordings, self.config.syllables, n_vocs, self.config.silence_pad_samples,
+                                        self.min_lead_in)

@@ -16,6 +16,7 @@ from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import DataConfig, SamplerConfig
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.evaluation import RANK_STATISTICS
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.settings import setting
@@ -100,6 +101,8 @@ class RunConfig:
     n_seeds: int = setting(4, "Random seeds trained side by side.")
     cull_frac: float = setting(0.0, "Cull after this fraction of the epochs (0: no culling).")
     cull_keep: int = setting(2, "Seeds kept by culling.")
+    select_by: str = setting("mean", "Statistic of a member's validation autonomy over the vocalisations that culling "
+                             "and selection rank by: mean (the reference's) or median.", choices=RANK_STATISTICS)
     save_freq: int = setting(5, "Checkpoint every this many epochs (and at the end).")
     max_saved: int = setting(60, "Checkpoints kept.")
     seed: int = setting(1234, "Seed of the file split, the sampler and the model seeds.")
@@ -124,6 +127,8 @@ class RunConfig:
             _check(getattr(self.model, name) >= 1, name, getattr(self.model, name), "must be at least 1")
         _check(self.seed >= 0, "seed", self.seed, "must not be negative")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
+        _check(self.select_by in RANK_STATISTICS, "select_by", self.select_by,
+               f"must be one of {RANK_STATISTICS}")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
         _check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision", self.matmul_precision,
                f"must be one of {MATMUL_PRECISIONS}")
@@ -131,6 +136,8 @@ class RunConfig:
                f"only {', '.join(SWEEPABLE)} can be swept")
         _check(self.data.n_val_vocs >= 1, "n_val_vocs", self.data.n_val_vocs,
                "seeds are culled and selected by their score on the validation vocalisations: at least 1 is needed")
+        _check(self.data.n_test_vocs >= 1, "n_test_vocs", self.data.n_test_vocs,
+               "the selected model is judged by its score on the test vocalisations: at least 1 is needed")
         _check(0 <= self.cull_frac < 1, "cull_frac", self.cull_frac, "must be in [0, 1); 0 disables culling")
         members = "members (seeds times swept settings)" if self.sweep else "seeds"
         _check(self.cull_frac == 0 or 1 <= self.cull_keep < self.n_members, "cull_keep", self.cull_keep,

@@ -8,7 +8,8 @@ Health/rms_ratio (rollout RMS / target RMS: near 0 means the rollout collapsed t
 Health/pinned_frac (fraction of rollout samples pinned at the soft-tanh bound), not with
 --loss_mode=mse_accel, which has no rollout; for a skipped (non-finite) step only
 Loss/nan_skip = 1.0, so that one NaN does not blind a mean over the steps around it; at the end
-of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen, Val/pitch_pen, Val/bounded_frac and
+of each epoch Val/autonomy, Val/spec_corr, Val/amp_pen, Val/pitch_pen, Val/bounded_frac,
+Val/lead_in_db, Val/onset_delay_ms (the listening metrics, means over the vocalisations) and
 Seed/active; at each checkpoint, for the first validation vocalisation, Media/target and
 Media/autonomous (audio, peak-normalised) and Media/specgram (the `figures.specgram_figure` image),
 for the --media_seeds best active seeds by validation autonomy.
@@ -42,7 +43,7 @@ STEP_SCALARS = {
     "Train/deer_fallbacks": "deer_fallbacks",
 }
 HEALTH_SCALARS = ("Health/rms_ratio", "Health/pinned_frac")
-VAL_SCALARS = ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac")
+VAL_SCALARS = ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac", "lead_in_db", "onset_delay_ms")
 _BAR = 24
 
 
@@ -198,7 +199,7 @@ class Logbook:
             return
         step = self._last_step(epoch)
         target = correct(vocalisation)  # detrended as scored, here and in the figure
-        order = ranking(scores, ~np.asarray(active, bool))
+        order = ranking(scores, ~np.asarray(active, bool), self._config.select_by)
         shown = [k for k in order if active[k]][: self._config.media_seeds]
         for k in shown:
             seed_id, output = seed_ids[k], correct(outputs[k])

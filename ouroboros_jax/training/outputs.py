@@ -21,7 +21,8 @@ from ouroboros_jax.errors import InputError, WriteError
 
 SEED_CV_COLUMNS = (
     "seed", "val_autonomy", "ckpt", "val_spec_corr", "val_amp_pen", "val_pitch_pen", "val_bounded_frac",
-    "val_cold_start", "val_rescale", "status", "stopped_epoch", "skipped_steps",
+    "val_cold_start", "val_rescale", "val_lead_in_db", "val_onset_delay_ms", "status", "stopped_epoch",
+    "skipped_steps",
 )
 WAV_PEAK = 0.95  # peak level of the written WAV, as in the reference
 

@@ -2,8 +2,8 @@
 
 `check_run_fits_data` makes every check of the settings against the data that can be made before
 training (the data's own checks are `data.checks`; docs/data.md, "Bad input", lists both):
-errors for validation files without a syllable, a rollout horizon longer than the training
-segments and a --batch_size above their number; warnings for --spec_configs entries that no
+errors for a rollout horizon longer than the training segments and a --batch_size above their
+number (validation and test files without enough vocalisations are refused by the split); warnings for --spec_configs entries that no
 horizon of the run reaches and for horizons that no entry fits (those epochs use a fallback
 STFT, SPEC c.4). `describe_data` gives the console lines the reference prints: the split sizes
 and the ONSET, OFFSET and MID counts.
@@ -22,12 +22,8 @@ def check_run_fits_data(config, data: TrainingData) -> None:
     """Checks a run's settings (`RunConfig`) against its data.
 
     Raises:
-      InputError: no validation vocalisation to score the seeds on, --h_max above the segment
-        length, or --batch_size above the number of segments.
+      InputError: --h_max above the segment length, or --batch_size above the number of segments.
     """
-    if len(data.val_vocalisations) == 0:
-        raise InputError(f"--data_dir={config.data.data_dir}: the validation files hold no annotated syllable, so "
-                         "seeds cannot be scored; add annotations or raise --val_frac")
     n_segments, length = data.x.shape
     if config.h_max > length:
         raise InputError(f"--h_max={config.h_max}: the rollout horizon cannot exceed the segment length {length} "
@@ -56,12 +52,21 @@ def describe_data(data: TrainingData) -> list[str]:
     counts = np.bincount(data.categories, minlength=len(Category))
     per_category = ", ".join(f"{c.name} {counts[c]}" for c in Category)
     offered = ", ".join(str(n) for n in data.pool_sizes)
-    vocs = data.val_vocalisations.shape, data.test_vocalisations.shape
     return [
         f"data: {n_files} recordings at {data.sample_rate} Hz: {len(files.train)} training, {len(files.val)} "
         f"validation and {len(files.test)} test files",
         f"training segments: {len(data.x)} of {data.x.shape[1]} samples: {per_category} (the training files offer "
         f"{offered} distinct windows)",
-        f"cold-start vocalisations: {vocs[0][0]} validation of {vocs[0][1]} samples, {vocs[1][0]} test of "
-        f"{vocs[1][1]} samples",
+        f"cold-start vocalisations: {_vocalisations(data.val_vocalisations, data.sample_rate)} validation, "
+        f"{_vocalisations(data.test_vocalisations, data.sample_rate)} test",
     ]
+
+
+def _vocalisations(vocalisations, sample_rate: float) -> str:
+    """How many, and the range of their lengths and lead-ins: "8 of 110-139 ms (lead-ins 35-62 ms)"."""
+
+    def span(samples) -> str:
+        low, high = (round(1000.0 * n / sample_rate) for n in (samples.min(), samples.max()))
+        return f"{low}" if low == high else f"{low}-{high}"
+
+    return f"{len(vocalisations)} of {span(vocalisations.lengths)} ms (lead-ins {span(vocalisations.lead_ins)} ms)"

@@ -17,6 +17,8 @@ import optax
 from ouroboros_jax import settings
 from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.evaluation import autonomy_summary, correct
+from ouroboros_jax.listening import lead_in_level_db
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
 
@@ -100,8 +102,27 @@ def seed_row(config, seed_id, score, breakdown, ckpt, status, stopped_epoch, ski
     sweep = {"member": int(seed_id), **member_settings(config, seed_id)} if config.sweep else {}
     return {**sweep, "seed": member_seed(seed_id, config.n_seeds), "val_autonomy": score, "ckpt": ckpt,
             **{f"val_{k}": breakdown[k] for k in ("spec_corr", "amp_pen", "pitch_pen", "bounded_frac",
-                                                   "cold_start", "rescale")},
+                                                   "cold_start", "rescale", "lead_in_db", "onset_delay_ms")},
             "status": status, "stopped_epoch": stopped_epoch, "skipped_steps": int(skipped_steps)}
+
+
+VOCALISATION_COLUMNS = ("file", "onset_s", "offset_s", "lead_in_ms", "score", "bounded", "spec_corr", "amp_pen",
+                        "pitch_pen", "lead_in_db", "onset_delay_ms", "target_lead_in_db")
+
+
+def vocalisation_rows(vocalisations, score, sample_rate: float) -> list[tuple]:
+    """val_scores.csv / test_scores.csv: one row per vocalisation (`VOCALISATION_COLUMNS`) of a
+    member's `Autonomy` `score` on the `Vocalisations`; target_lead_in_db is the vocalisation's
+    own lead-in level, as the model's is measured (`listening.lead_in_level_db`)."""
+    rows = []
+    for i, segment in enumerate(score.segments):
+        lead_in = int(vocalisations.lead_ins[i])
+        target = lead_in_level_db(correct(vocalisations.window(i)), lead_in)
+        rows.append((vocalisations.files[i].name, round(float(vocalisations.onsets[i]), 6),
+                     round(float(vocalisations.offsets[i]), 6), 1000.0 * lead_in / sample_rate, segment.score,
+                     segment.bounded, segment.spec_corr, segment.amp_pen, segment.pitch_pen, segment.lead_in_db,
+                     segment.onset_delay_ms, target))
+    return rows
 
 
 def _versions() -> dict:
@@ -137,10 +158,12 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
 
 
 def selection_fields(config, member: int, stack_index: int, score, epoch: int, stopped: dict) -> dict:
-    """The manifest's fields of the selected member: who it is, its validation `Autonomy` `score`,
-    its checkpoint (the run's last, after `epoch` epochs); `stopped`: the diverged members."""
+    """The manifest's fields of the selected member: who it is, its validation `Autonomy` `score`
+    (with its `autonomy_summary`), its checkpoint (the run's last, after `epoch` epochs);
+    `stopped`: the diverged members."""
     return {"selected_seed": member, "selected_lambda": config.objective.lam, "selected_val_autonomy": score.score,
-            "selected_val_breakdown": score.breakdown, "diverged_seeds": sorted(stopped),
+            "selected_val_breakdown": score.breakdown, "selected_val_summary": autonomy_summary(score),
+            "diverged_seeds": sorted(stopped),
             "selected_checkpoint": f"checkpoints/{epoch}", "selected_stack_index": stack_index,
             "selected_member": {"name": member_name(config, member), "seed": member_seed(member, config.n_seeds),
                                 **member_settings(config, member)}}

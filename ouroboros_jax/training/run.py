@@ -21,7 +21,7 @@ from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import NoSeedSurvived, WriteError
-from ouroboros_jax.evaluation import correct, generate
+from ouroboros_jax.evaluation import autonomy_summary, correct, generate
 from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import persistently_cacheable
@@ -35,14 +35,17 @@ from ouroboros_jax.training.outputs import (
     write_json,
     write_png,
     write_seed_cv,
+    write_table,
     write_wav,
 )
 from ouroboros_jax.training.preflight import check_run_fits_data, describe_data
 from ouroboros_jax.training.records import (
+    VOCALISATION_COLUMNS,
     check_resumable,
     manifest_fields,
     run_info,
     selection_fields,
+    vocalisation_rows,
 )
 from ouroboros_jax.training.run_state import (
     RunState,
@@ -63,6 +66,7 @@ from ouroboros_jax.training.sweep import member_label
 
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
 SPECGRAM = "selected_specgram.png"
+VAL_SCORES, TEST_SCORES = "val_scores.csv", "test_scores.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +86,8 @@ class Job:
         """The members' raw autonomous outputs on the validation vocalisations (S, V, n), on the
         host, and their scores."""
         vocalisations = self.data.val_vocalisations
-        outputs = state.fetched(self.setup, self.setup.program.autonomous_outputs(
-            state.states, vocalisations, first_derivative(vocalisations)))
+        outputs = vocalisations.integrate(lambda audio: state.fetched(self.setup, self.setup.program.autonomous_outputs(
+            state.states, audio, first_derivative(audio))))
         return outputs, score_members(vocalisations, outputs, self.sample_rate)
 
 
@@ -179,8 +183,8 @@ def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook
                       setup.programs.compile_seconds_ahead(state.epoch, len(state.members)))
         if (state.epoch == config.n_epochs or (config.save_freq > 0 and state.epoch % config.save_freq == 0)
                 or (config.culling and state.epoch == config.cull_epoch) or not active.any()):
-            logbook.media(epoch, state.members, active, scores, job.data.val_vocalisations[0], outputs[:, 0],
-                          job.sample_rate)
+            first = job.data.val_vocalisations.window(0)
+            logbook.media(epoch, state.members, active, scores, first, outputs[:, 0, : len(first)], job.sample_rate)
             save_run(checkpoints, config, state)
     return state
 
@@ -219,7 +223,7 @@ def _finish(job: Job, state: RunState) -> dict:
     config, out_dir, runtime = job.config, job.out_dir, job.setup.runtime
     val_outputs, scores = job.validation(state)
     runtime.write(write_seed_cv, out_dir / SEED_CV, final_rows(config, state, scores))
-    best = select(state, scores)
+    best = select(config, state, scores)
     manifest = {**manifest_fields(config, job.data, state.records.skips, runtime.describe()),
                 **job.setup.programs.summary(), "n_stacked": state.progress.active.shape[0]}
     stopped = state.records.stopped
@@ -234,37 +238,38 @@ def _finish(job: Job, state: RunState) -> dict:
     if state.records.skips.get(member):
         logging.warning("the selected seed %d skipped %d non-finite steps (which left it unchanged); see "
                         "skipped_steps in %s", member, state.records.skips[member], out_dir / SEED_CV)
-    shown = ("validation", job.data.val_vocalisations[0], val_outputs[best, 0])
-    if len(job.data.test_vocalisations):
-        fields, first_output = _test(job, select_seeds(state.fetched(job.setup, state.states), [best]))
-        manifest.update(fields)
-        shown = ("test", job.data.test_vocalisations[0], first_output)
-    else:
-        logging.warning("no test vocalisations: no test score and no WAV")
-        manifest.update(selected_test_autonomy=None, selected_test_breakdown={})
+    runtime.write(write_table, out_dir / VAL_SCORES, VOCALISATION_COLUMNS,
+                  vocalisation_rows(job.data.val_vocalisations, scores[best], job.sample_rate))
+    fields, first_output = _test(job, select_seeds(state.fetched(job.setup, state.states), [best]))
+    manifest.update(fields)
     selected = member_label(config, member)
-    kind, vocalisation, output = shown
     runtime.write(lambda: write_png(out_dir / SPECGRAM, specgram_figure(
-        correct(vocalisation), correct(output), job.sample_rate,
-        title=f"selected {selected}, epoch {state.epoch}: first {kind} vocalisation"), DPI))
+        correct(job.data.test_vocalisations.window(0)), correct(first_output), job.sample_rate,
+        title=f"selected {selected}, epoch {state.epoch}: first test vocalisation"), DPI))
     runtime.write(write_json, out_dir / MANIFEST, manifest)
-    test = manifest["selected_test_autonomy"]
-    console("selected %s: val autonomy %.3f, test autonomy %s; outputs in %s", selected, scores[best].score,
-            "none" if test is None else f"{test:.3f}", out_dir)
+    test = manifest["selected_test_summary"]
+    console("selected %s: val autonomy %.3f; test autonomy mean %.3f, median %.3f, > 0 on %d of %d "
+            "vocalisations; outputs in %s", selected, scores[best].score, test["mean"], test["median"],
+            round(test["frac_positive"] * test["n_vocalisations"]), test["n_vocalisations"], out_dir)
     return manifest
 
 
 def _test(job: Job, best_state) -> tuple[dict, np.ndarray]:
-    """The selected member's (its host state, a stack of one) test scores and WAV: the manifest's
-    fields, and its raw output on the first test vocalisation."""
+    """The selected member's (its host state, a stack of one) test scores, test_scores.csv and WAV:
+    the manifest's fields, and its raw output on the first test vocalisation."""
     runtime, program, tests = job.setup.runtime, job.setup.program, job.data.test_vocalisations
     # The selected model is evaluated by every process on its devices, padded to a stack; its first member.
     on_devices = runtime.shard(pad_members(best_state, runtime.n_stacked(1)))
-    outputs = runtime.fetch(program.autonomous_outputs(on_devices, tests, first_derivative(tests)))[:1]
+    outputs = tests.integrate(lambda audio: runtime.fetch(program.autonomous_outputs(
+        on_devices, audio, first_derivative(audio)))[:1])
     (raw,) = score_members(tests, outputs, job.sample_rate)
     (rescaled,) = score_members(tests, outputs, job.sample_rate, rescale=True)
+    runtime.write(write_table, job.out_dir / TEST_SCORES, VOCALISATION_COLUMNS,
+                  vocalisation_rows(tests, raw, job.sample_rate))
     model = nnx.merge(program.graphdef, jax.tree_util.tree_map(lambda a: a[0], best_state.params))
-    wav = generate(model, tests[0], job.setup.rollout, rescale=True)
+    wav = generate(model, tests.window(0), job.setup.rollout, rescale=True)
     return {"selected_test_autonomy": raw.score, "selected_test_breakdown": raw.breakdown,
+            "selected_test_summary": autonomy_summary(raw),
             "rescaled_test_autonomy": rescaled.score, "rescaled_test_breakdown": rescaled.breakdown,
-            "wav_written": runtime.write(write_wav, job.out_dir / WAV, wav, int(round(job.sample_rate)))}, outputs[0, 0]
+            "wav_written": runtime.write(write_wav, job.out_dir / WAV, wav, int(round(job.sample_rate)))
+            }, outputs[0, 0, : tests.lengths[0]]

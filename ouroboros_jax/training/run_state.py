@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from ouroboros_jax.curriculum import warmup_weights
+from ouroboros_jax.data.vocalisations import Vocalisations
 from ouroboros_jax.evaluation import Autonomy, autonomy_score, ranking
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
@@ -140,17 +141,21 @@ def train_epoch(setup: Setup, config: RunConfig, state: RunState, train_set: Bat
     return new, EpochOutcome(metrics, ran, active)
 
 
-def score_members(vocalisations: np.ndarray, outputs: np.ndarray, sample_rate: float,
+def score_members(vocalisations: Vocalisations, outputs: np.ndarray, sample_rate: float,
                   rescale: bool = False) -> list[Autonomy]:
-    """The cold-start autonomy of every member (on the host: SciPy).
+    """The cold-start autonomy of every member (on the host: SciPy), each vocalisation scored on
+    its own samples.
 
     Args:
-      vocalisations: (V, n) raw vocalisations.
-      outputs: (S, V, n) the members' raw autonomous outputs on them (`SeedProgram.autonomous_outputs`).
+      vocalisations: the V raw vocalisations, read to one length n.
+      outputs: (S, V, n) the members' raw autonomous outputs on `vocalisations.audio`
+        (`SeedProgram.autonomous_outputs`).
       sample_rate: Hz.
       rescale: score the outputs rescaled to the vocalisations' level.
     """
-    return [autonomy_score(vocalisations, out, sample_rate, rescale=rescale, cold_start=True) for out in outputs]
+    targets, lengths = vocalisations.windows(), vocalisations.lengths
+    return [autonomy_score(targets, [y[:n] for y, n in zip(out, lengths)], sample_rate, rescale=rescale,
+                           cold_start=True, lead_ins=vocalisations.lead_ins) for out in outputs]
 
 
 def cull(setup: Setup, config: RunConfig, state: RunState, scores: list[Autonomy]) -> RunState:
@@ -158,7 +163,7 @@ def cull(setup: Setup, config: RunConfig, state: RunState, scores: list[Autonomy
 
     `scores`: the stack's members', in stack order. The kept stack is placed on the devices."""
     active = state.active(setup)
-    keep = sorted(ranking(scores, ~active)[: config.cull_keep].tolist())
+    keep = sorted(ranking(scores, ~active, config.select_by)[: config.cull_keep].tolist())
     r = state.records
     rows = [seed_row(config, member, scores[k].score, scores[k].breakdown, f"checkpoints/{state.epoch}",
                      "diverged" if member in r.stopped else "culled", r.stopped.get(member, state.epoch),
@@ -169,10 +174,11 @@ def cull(setup: Setup, config: RunConfig, state: RunState, scores: list[Autonomy
                     r._replace(culled=r.culled + tuple(rows)), state.epoch)
 
 
-def select(state: RunState, scores: list[Autonomy]) -> int | None:
-    """The stack index of the best member by validation autonomy; None when every member diverged."""
+def select(config: RunConfig, state: RunState, scores: list[Autonomy]) -> int | None:
+    """The stack index of the best member by validation autonomy (its --select_by statistic); None
+    when every member diverged."""
     diverged = np.array([member in state.records.stopped for member in state.members])
-    best = int(ranking(scores, diverged)[0])
+    best = int(ranking(scores, diverged, config.select_by)[0])
     return None if diverged[best] else best
 
 
