@@ -21,10 +21,12 @@ from ouroboros_jax.training.programs import EpochPrograms
 from ouroboros_jax.training.step import (
     Batch,
     StepConfig,
+    TrainState,
     init_train_state,
     make_optimizer,
     model_graphdef,
     rollout_health,
+    scored_params,
     spectral_losses,
     train_step,
 )
@@ -128,8 +130,8 @@ def syllable(n_segments=2, length=256, sample_rate=44100, seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def jitted_step(config: StepConfig, learning_rate: float, grad_clip: float = 5.0):
-    optimizer = make_optimizer(learning_rate, grad_clip)
+def jitted_step(config: StepConfig, learning_rate: float, grad_clip: float = 5.0, average_decay: float = 0.0):
+    optimizer = make_optimizer(learning_rate, grad_clip, average_decay=average_decay)
     step = functools.partial(train_step, graphdef=model_graphdef(TINY), optimizer=optimizer, config=config)
     return optimizer, jax.jit(step)
 
@@ -173,6 +175,35 @@ def test_non_finite_step_changes_nothing_and_is_flagged(poison):
     assert int(metrics.skipped) == 1
     assert tree_equal(new.params, state.params)
     assert tree_equal(new.opt_state, state.opt_state)
+
+
+def test_the_parameter_average_is_the_moving_average_of_the_parameters_after_each_update():
+    params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    grads = [{"a": jnp.array([0.3, -0.4]), "b": jnp.array([0.1])}, {"a": jnp.array([0.2, 0.1]), "b": jnp.array([-2.0])},
+             {"a": jnp.array([-0.5, 0.0]), "b": jnp.array([0.7])}]
+    averaged, plain = make_optimizer(0.1, 5.0, average_decay=0.9), make_optimizer(0.1, 5.0)
+    s_avg, s_plain = averaged.init(params), plain.init(params)
+    p_avg, p_plain, expected = params, params, {k: np.asarray(v, np.float64) for k, v in params.items()}
+    for g in grads:
+        u_avg, s_avg = averaged.update(g, s_avg, p_avg)
+        u_plain, s_plain = plain.update(g, s_plain, p_plain)
+        for k in params:  # the updates are Adam's, unchanged
+            np.testing.assert_array_equal(u_avg[k], u_plain[k])
+        p_avg, p_plain = optax.apply_updates(p_avg, u_avg), optax.apply_updates(p_plain, u_plain)
+        expected = {k: 0.9 * expected[k] + 0.1 * np.asarray(p_avg[k], np.float64) for k in params}
+    state = TrainState(p_avg, s_avg, None, None)
+    for k in params:
+        np.testing.assert_allclose(scored_params(state)[k], expected[k], rtol=1e-6)
+    assert not np.allclose(scored_params(state)["b"], p_avg["b"])
+    assert scored_params(TrainState(p_plain, s_plain, None, None)) is p_plain  # without an average: the parameters
+
+
+def test_a_skipped_step_leaves_the_parameter_average_alone():
+    optimizer, step = jitted_step(SMALL_STEP, 1e-3, average_decay=0.5)
+    state, _ = step(fresh_state(optimizer), syllable(), ALL_TERMS, 1e-3)
+    assert not tree_equal(scored_params(state), state.params)
+    new, metrics = step(state, syllable(), ALL_TERMS, jnp.nan)
+    assert int(metrics.skipped) == 1 and tree_equal(scored_params(new), scored_params(state))
 
 
 def test_rollout_health_by_hand():

@@ -98,6 +98,8 @@ class RunConfig:
     n_epochs: int = setting(50, "Training epochs.")
     lr: float = setting(1e-3, "Adam learning rate.")
     lr_schedule: str = setting("constant", "Learning-rate schedule.", choices=LR_SCHEDULES)
+    ema_decay: float = setting(0.0, "Decay per step of an exponential moving average of each member's parameters, "
+                               "which scoring, selection and the outputs use instead of the parameters (0: off).")
     n_seeds: int = setting(4, "Random seeds trained side by side.")
     cull_frac: float = setting(0.0, "Cull after this fraction of the epochs (0: no culling).")
     cull_keep: int = setting(2, "Seeds kept by culling.")
@@ -127,6 +129,7 @@ class RunConfig:
             _check(getattr(self.model, name) >= 1, name, getattr(self.model, name), "must be at least 1")
         _check(self.seed >= 0, "seed", self.seed, "must not be negative")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
+        _check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1); 0 turns the average off")
         _check(self.select_by in RANK_STATISTICS, "select_by", self.select_by,
                f"must be one of {RANK_STATISTICS}")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")

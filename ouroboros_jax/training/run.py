@@ -62,6 +62,7 @@ from ouroboros_jax.training.run_state import (
 from ouroboros_jax.training.runtime import Runtime, matmul_precision, pad_members
 from ouroboros_jax.training.seeds import n_batches, select_seeds
 from ouroboros_jax.training.setup import Setup, training_set
+from ouroboros_jax.training.step import scored_params
 from ouroboros_jax.training.sweep import member_label
 
 MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
@@ -266,7 +267,7 @@ def _test(job: Job, best_state) -> tuple[dict, np.ndarray]:
     (rescaled,) = score_members(tests, outputs, job.sample_rate, rescale=True)
     runtime.write(write_table, job.out_dir / TEST_SCORES, VOCALISATION_COLUMNS,
                   vocalisation_rows(tests, raw, job.sample_rate))
-    model = nnx.merge(program.graphdef, jax.tree_util.tree_map(lambda a: a[0], best_state.params))
+    model = nnx.merge(program.graphdef, jax.tree_util.tree_map(lambda a: a[0], scored_params(best_state)))
     wav = generate(model, tests.window(0), job.setup.rollout, rescale=True)
     return {"selected_test_autonomy": raw.score, "selected_test_breakdown": raw.breakdown,
             "selected_test_summary": autonomy_summary(raw),

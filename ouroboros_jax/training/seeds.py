@@ -29,6 +29,7 @@ from ouroboros_jax.training.step import (
     StepMetrics,
     TrainState,
     init_train_state,
+    scored_params,
     train_step,
     with_hyperparameters,
 )
@@ -241,7 +242,7 @@ class SeedProgram:
     def autonomous_outputs(self, states: TrainState, x, dxdt) -> jax.Array:
         """Autonomous outputs of every seed on held-out vocalisations. x, dxdt: (V, n) -> (S, V, n), on the
         devices, sharded like `states` (`runtime.Runtime.fetch` brings them to the host)."""
-        return self._outputs_fn(states.params, jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32))
+        return self._outputs_fn(scored_params(states), jnp.asarray(x, jnp.float32), jnp.asarray(dxdt, jnp.float32))
 
 
 def select_seeds(tree, indices):

@@ -58,7 +58,7 @@ class Setup:
         runtime = runtime or Runtime(config.seed_chunk)
         model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
         decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
-        optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps)
+        optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps, config.ema_decay)
         rollout = dataclasses.replace(config.rollout, step_size=1.0 / model.time_scale)
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)

@@ -118,19 +118,54 @@ class StepConfig:
             raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
 
 
-def _clipped_adam(learning_rate, grad_clip, decay_steps):
+class ParameterAverage(NamedTuple):
+    """State of `parameter_average`: the moving average of the parameters."""
+
+    average: nnx.State
+
+
+def parameter_average(decay: float) -> optax.GradientTransformation:
+    """Keeps an exponential moving average of the parameters that the updates lead to,
+    average <- decay average + (1 - decay) (params + updates), starting at the initial
+    parameters; the updates pass unchanged. Last in a chain, it sees the final updates."""
+
+    def init(params):
+        return ParameterAverage(jax.tree_util.tree_map(jnp.array, params))
+
+    def update(updates, state, params):
+        new = optax.apply_updates(params, updates)
+        average = jax.tree_util.tree_map(lambda a, p: decay * a + (1.0 - decay) * p, state.average, new)
+        return updates, ParameterAverage(average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _clipped_adam(learning_rate, grad_clip, decay_steps, average_decay):
     rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(rate))
+    steps = [optax.clip_by_global_norm(grad_clip), optax.adam(rate)]
+    return optax.chain(*steps, *([parameter_average(average_decay)] if average_decay else []))
 
 
-def make_optimizer(learning_rate: float = 1e-3, grad_clip: float = 5.0, decay_steps: int | None = None):
+def make_optimizer(learning_rate: float = 1e-3, grad_clip: float = 5.0, decay_steps: int | None = None,
+                   average_decay: float = 0.0):
     """Adam (b1 0.9, b2 0.999, eps 1e-8) after clipping the global gradient norm at `grad_clip`.
 
     With `decay_steps` the learning rate decays from `learning_rate` to 0 along a cosine over that
-    many steps. The learning rate and the clip are held in the optimiser state
-    (`optax.inject_hyperparams`): members of a sweep carry their own (`with_hyperparameters`).
+    many steps. With `average_decay` > 0 the optimiser state also keeps a moving average of the
+    parameters (`parameter_average`, --ema_decay), which `scored_params` returns. The learning
+    rate and the clip are held in the optimiser state (`optax.inject_hyperparams`): members of a
+    sweep carry their own (`with_hyperparameters`).
     """
-    return optax.inject_hyperparams(_clipped_adam, static_args="decay_steps")(learning_rate, grad_clip, decay_steps)
+    return optax.inject_hyperparams(_clipped_adam, static_args=("decay_steps", "average_decay"))(
+        learning_rate, grad_clip, decay_steps, average_decay)
+
+
+def scored_params(state: TrainState) -> nnx.State:
+    """The parameters that are scored, selected and sung with: the optimiser's moving average of
+    them where it keeps one (--ema_decay > 0), else the parameters. Stacked states give stacked
+    parameters."""
+    averages = [s for s in state.opt_state.inner_state if isinstance(s, ParameterAverage)]
+    return averages[0].average if averages else state.params
 
 
 def with_hyperparameters(opt_state, learning_rate, grad_clip):

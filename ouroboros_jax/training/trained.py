@@ -18,7 +18,7 @@ from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.records import read_checkpoint_meta
 from ouroboros_jax.training.run import MANIFEST, RUN_INFO
 from ouroboros_jax.training.setup import Setup
-from ouroboros_jax.training.step import TrainState
+from ouroboros_jax.training.step import TrainState, scored_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,7 @@ class TrainedRun:
             raise InputError(f"--seed={seed_id}: checkpoint {self.epoch} of {self.run_dir} holds seeds "
                              f"{list(self.seed_ids)}; a culled seed is in the checkpoint of its cull epoch (--epoch)")
         k = self.seed_ids.index(seed_id)
-        params = jax.tree_util.tree_map(lambda a: a[k], self.states.params)
+        params = jax.tree_util.tree_map(lambda a: a[k], scored_params(self.states))
         return nnx.merge(self.setup.program.graphdef, params)
 
 
