@@ -52,6 +52,5 @@ if len(sys.argv) > 3:
 from ouroboros_jax.training.run import train_and_evaluate
 from tests.test_run import tiny_run_config
 
-# The XLA kernels: with numba installed a one-process run would pick the numba kernels, several processes not.
-train_and_evaluate(tiny_run_config(out_dir, n_seeds=int(sys.argv[2]), encoder_scan="fused", rollout_kernel="xla"))
+train_and_evaluate(tiny_run_config(out_dir, n_seeds=int(sys.argv[2])))  # the default kernels
 print(json.dumps(sorted(written)))
