@@ -146,8 +146,8 @@ def kernel_pairs(model_name: str, encoder_scans: list, rollout_kernels: list, ro
     d_inner = MODELS[model_name].d_inner
 
     def concrete(scan, kernel):
-        return (resolve_scan_impl(scan, d_inner),
-                resolve_rollout_kernel(RolloutConfig(gradient=rollout_gradient, kernel=kernel)))
+        scan = resolve_scan_impl(scan, d_inner)
+        return scan, resolve_rollout_kernel(RolloutConfig(gradient=rollout_gradient, kernel=kernel), encoder_scan=scan)
 
     pairs = [concrete("auto", "auto")] + [concrete(s, k) for s in encoder_scans for k in rollout_kernels]
     return list(dict.fromkeys(pairs))

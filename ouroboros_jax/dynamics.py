@@ -70,7 +70,7 @@ class RolloutConfig:
                                  "scan.")
     deer_tol: float = setting(1e-6, "DEER: converged when the trajectory satisfies every RK4 step to this.")
     kernel: str = setting("auto", "What runs the rollout's scan and its adjoint: xla (lax.scan), numba (CPU kernels on "
-                          "all cores) or auto (numba on CPU with gradient=adjoint, else xla).",
+                          "all cores) or auto (numba on CPU beside the numba encoder kernels, else xla).",
                           flag="rollout_kernel", choices=ROLLOUT_KERNELS)
     gradient: Literal["adjoint", "autodiff"] = "adjoint"
 
@@ -85,14 +85,17 @@ class RolloutConfig:
             raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
 
 
-def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None) -> str:
-    """The kernel "auto" stands for: "numba" on CPU (the rollout's scan on all cores; faster at
-    every model size measured, docs/performance.md), else "xla"; always "xla" for
-    gradient="autodiff"."""
+def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None, encoder_scan: str = "numba") -> str:
+    """The kernel "auto" stands for beside encoders run by `encoder_scan` (resolved): "numba" on
+    CPU beside the numba encoder kernels (30-60 ms off the default model's step), else "xla":
+    beside an XLA encoder scan the numba rollout takes only ~4 % off a small model's step but keeps
+    the run's programs out of JAX's compilation cache (it does not serialise host callbacks),
+    which costs a short recipe more (the demo run again: 98 s against 46 s; docs/performance.md).
+    Always "xla" for gradient="autodiff"."""
     if config.kernel != "auto":
         return config.kernel
     on_cpu = (backend or jax.default_backend()) == "cpu"
-    return "numba" if on_cpu and config.gradient == "adjoint" else "xla"
+    return "numba" if on_cpu and config.gradient == "adjoint" and encoder_scan == "numba" else "xla"
 
 
 def soft_tanh(u: jax.Array, bound: float | None) -> jax.Array:

@@ -175,6 +175,8 @@ def test_a_training_step_with_the_numba_rollout_equals_the_xla_one():
 
 def test_the_kernel_setting():
     assert resolve_rollout_kernel(RolloutConfig(), "cpu") == "numba"
+    # Beside the XLA encoder scan the XLA rollout keeps the programs cacheable (docs/performance.md).
+    assert resolve_rollout_kernel(RolloutConfig(), "cpu", encoder_scan="fused") == "xla"
     assert resolve_rollout_kernel(RolloutConfig(), "gpu") == "xla"
     assert resolve_rollout_kernel(RolloutConfig(gradient="autodiff"), "cpu") == "xla"  # JAX's transpose of the scan
     assert resolve_rollout_kernel(RolloutConfig(kernel="xla"), "cpu") == "xla"

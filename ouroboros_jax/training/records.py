@@ -30,9 +30,11 @@ def run_info(config, sample_rate, batches_per_epoch, n_segments, **extra) -> dic
 
 
 def resolved_kernels(config) -> dict:
-    """The kernels the run's encoder scan and rollout kernel settings stand for here ("auto" resolved)."""
-    return {"encoder_scan": resolve_scan_impl(config.model.scan_impl, config.model.d_inner),
-            "rollout_kernel": resolve_rollout_kernel(config.rollout)}
+    """The kernels the run's encoder scan and rollout kernel settings stand for here ("auto" resolved,
+    the rollout's beside the encoders', `dynamics.resolve_rollout_kernel`)."""
+    encoder_scan = resolve_scan_impl(config.model.scan_impl, config.model.d_inner)
+    return {"encoder_scan": encoder_scan,
+            "rollout_kernel": resolve_rollout_kernel(config.rollout, encoder_scan=encoder_scan)}
 
 
 def member_folder(info: dict, seed_id: int) -> str:
