@@ -77,8 +77,10 @@ class StepBench:
         self.optimizer = make_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)
-        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient,
-                                            kernel=self.rollout_kernel)
+        # "auto" resolved beside the encoders, as a run resolves it (`records.resolved_kernels`).
+        kernel = resolve_rollout_kernel(RolloutConfig(gradient=self.rollout_gradient, kernel=self.rollout_kernel),
+                                        encoder_scan=resolve_scan_impl(self.encoder_scan, self.model.d_inner))
+        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient, kernel=kernel)
 
         self._steps = {}  # horizon -> jitted step
 
@@ -93,7 +95,8 @@ class StepBench:
         m = self.model
         return {"model": self.model_name, "n_poly": m.n_poly, "n_layers": m.n_layers, "d_state": m.d_state,
                 "d_conv": m.d_conv, "expand_factor": m.expand_factor, "batch": self.batch_size,
-                "segment_len": self.segment_len, "horizon": horizon, "encoder_scan": resolve_scan_impl(m.scan_impl, m.d_inner),
+                "segment_len": self.segment_len, "horizon": horizon,
+                "encoder_scan": resolve_scan_impl(m.scan_impl, m.d_inner),
                 "unroll": self.unroll, "rollout_gradient": self.rollout_gradient,
                 "rollout_kernel": resolve_rollout_kernel(self.rollout_config), "dtype": "float32"}
 

@@ -1,4 +1,4 @@
-"""`host_call`: a NumPy function called from a compiled JAX program on CPU, for the Numba kernels.
+"""`host_call`: a NumPy function called from a compiled JAX program, for the Numba kernels.
 
 `jax.pure_callback` places its operands on the first CPU device (`device_put`) before calling
 the function. With several CPU devices (a run over several devices or processes) that deadlocked:
@@ -45,7 +45,7 @@ def _lowering(ctx, *args, fn, results):
     return outputs
 
 
-mlir.register_lowering(host_call_p, _lowering, platform="cpu", cacheable=False)
+mlir.register_lowering(host_call_p, _lowering, cacheable=False)
 
 
 def _batch(args, dims, *, fn, results):

@@ -8,7 +8,6 @@ import pytest
 from jax import test_util
 
 from ouroboros_jax.model.selective_scan import (
-    SCAN_IMPLS,
     fused_selective_ssm,
     linear_recurrence,
     NUMBA_MIN_D_INNER,
