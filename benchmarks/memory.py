@@ -57,7 +57,7 @@ def main(argv):
     config = StepConfig(horizon=FLAGS.horizon, rollout=RolloutConfig())
     common = {"model": FLAGS.model, "n_poly": model.n_poly, "n_batches": FLAGS.n_batches, "batch": FLAGS.batch_size,
               "segment_len": FLAGS.segment_len, "horizon": FLAGS.horizon,
-              "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan), "dtype": "float32"}
+              "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan, model.d_inner), "dtype": "float32"}
     peaks = {}
     for n_seeds, seed_chunk in ((1, 0), (2, 0), (2, 1)):
         record = program_memory(model, data, tf_var, config, n_seeds, seed_chunk)

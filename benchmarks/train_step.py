@@ -10,6 +10,9 @@ One JSON line per encoder scan, rollout kernel and horizon with `samples_per_s` 
 trained per second. The batch is fixed (`synthetic.harmonic_batch`, half of it cold start) and
 every timed call starts from the same state, so every call does the same work.
 
+The default path (the kernels a run without flags gets: "auto" resolved for the model) always
+comes first, then the other encoder scans and rollout kernels given; each concrete pair once.
+
 `--breakdown` times the parts of the step separately, each jitted alone, in alternating rounds
 over the encoder scans and rollout kernels given: the drives (three encoders, heads, low-pass, K) forward and
 forward + backward (of a fixed cotangent), the rollout likewise (gradient w.r.t. the drives),
@@ -74,8 +77,10 @@ class StepBench:
         self.optimizer = make_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)
-        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient,
-                                            kernel=self.rollout_kernel)
+        # "auto" resolved beside the encoders, as a run resolves it (`records.resolved_kernels`).
+        kernel = resolve_rollout_kernel(RolloutConfig(gradient=self.rollout_gradient, kernel=self.rollout_kernel),
+                                        encoder_scan=resolve_scan_impl(self.encoder_scan, self.model.d_inner))
+        self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient, kernel=kernel)
 
         self._steps = {}  # horizon -> jitted step
 
@@ -90,7 +95,8 @@ class StepBench:
         m = self.model
         return {"model": self.model_name, "n_poly": m.n_poly, "n_layers": m.n_layers, "d_state": m.d_state,
                 "d_conv": m.d_conv, "expand_factor": m.expand_factor, "batch": self.batch_size,
-                "segment_len": self.segment_len, "horizon": horizon, "encoder_scan": resolve_scan_impl(m.scan_impl),
+                "segment_len": self.segment_len, "horizon": horizon,
+                "encoder_scan": resolve_scan_impl(m.scan_impl, m.d_inner),
                 "unroll": self.unroll, "rollout_gradient": self.rollout_gradient,
                 "rollout_kernel": resolve_rollout_kernel(self.rollout_config), "dtype": "float32"}
 
@@ -137,6 +143,19 @@ class StepBench:
         return parts
 
 
+def kernel_pairs(model_name: str, encoder_scans: list, rollout_kernels: list, rollout_gradient: str) -> list:
+    """The (encoder scan, rollout kernel) pairs to time, as the concrete kernels "auto" resolves to:
+    the default path (what a run without flags gets) first, then the others given, each once."""
+    d_inner = MODELS[model_name].d_inner
+
+    def concrete(scan, kernel):
+        scan = resolve_scan_impl(scan, d_inner)
+        return scan, resolve_rollout_kernel(RolloutConfig(gradient=rollout_gradient, kernel=kernel), encoder_scan=scan)
+
+    pairs = [concrete("auto", "auto")] + [concrete(s, k) for s in encoder_scans for k in rollout_kernels]
+    return list(dict.fromkeys(pairs))
+
+
 def breakdown(benches: list[StepBench], horizons: list[int], repeats: int) -> None:
     """Times every part of every bench in alternating rounds (noise hits all alike); one JSON line each."""
     for horizon in horizons:
@@ -175,7 +194,8 @@ def main(argv):
     if FLAGS.rollout_gradient == "autodiff" and "numba" in FLAGS.rollout_kernel:
         raise app.UsageError("--rollout_kernel=numba has its own adjoint: --rollout_gradient=autodiff needs xla")
     benches = [StepBench(FLAGS.model, scan, FLAGS.batch_size, FLAGS.segment_len, FLAGS.unroll, FLAGS.rollout_gradient,
-                         kernel) for scan in FLAGS.encoder_scan for kernel in FLAGS.rollout_kernel]
+                         kernel) for scan, kernel in kernel_pairs(FLAGS.model, FLAGS.encoder_scan, FLAGS.rollout_kernel,
+                                                                  FLAGS.rollout_gradient)]
     if FLAGS.breakdown:
         breakdown(benches, horizons, FLAGS.repeats)
         return

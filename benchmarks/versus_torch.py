@@ -6,6 +6,7 @@
     python benchmarks/versus_torch.py --horizons 2048 --encoder_scan numba --rollout_kernel xla,numba
     python benchmarks/versus_torch.py --quick            # tiny shapes, a smoke test
 
+The default path (what a run without flags gets) comes first, then the other JAX paths given.
 After one compiling/warm-up call of each, every round times one JAX step per (encoder scan,
 rollout kernel) and one PyTorch step per horizon, alternating, so that a shared machine's noise
 falls on all alike. One JSON line per encoder scan, rollout kernel and horizon: both medians (with min and max), and `ratio` = torch
@@ -22,7 +23,7 @@ import jax
 
 import baseline_torch
 import timing
-from train_step import StepBench
+from train_step import StepBench, kernel_pairs
 
 DEFAULTS = {"horizons": "512,1024,2048", "repeats": 5, "batch": 8, "length": 2205, "model": "default"}
 QUICK = {"horizons": "64,128", "repeats": 2, "batch": 2, "length": 256, "model": "small"}
@@ -60,8 +61,9 @@ def main(argv=None) -> None:
     torch_args = argparse.Namespace(batch=a.batch, length=a.length, lr=1e-3, grad_clip=5.0, seed=0,
                                     **SIZES[a.model])
     torch_step = baseline_torch.step_runner(torch_args)
+    pairs = kernel_pairs(a.model, a.encoder_scan.split(","), a.rollout_kernel.split(","), a.rollout_gradient)
     benches = [StepBench(a.model, scan, a.batch, a.length, rollout_gradient=a.rollout_gradient, rollout_kernel=kernel)
-               for scan in a.encoder_scan.split(",") for kernel in a.rollout_kernel.split(",")]
+               for scan, kernel in pairs]
     steps = {(h, i): functools.partial(bench.step, h) for h in horizons for i, bench in enumerate(benches)}
     first = {key: seconds(step, jax.block_until_ready) for key, step in steps.items()}
     first.update({h: seconds(functools.partial(torch_step, h), lambda r: r) for h in horizons})

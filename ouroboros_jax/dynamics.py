@@ -13,7 +13,6 @@ polynomial of an unbounded intermediate state overflows float32; off reproduces 
 
 import dataclasses
 import functools
-import importlib.util
 from typing import Literal
 
 import jax
@@ -52,7 +51,7 @@ class RolloutConfig:
         (Newton iterations, `ouroboros_jax.deer`).
       deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
       kernel: what runs the scan and its adjoint: "xla" (`lax.scan`), "numba" (Numba kernels on
-        all CPU cores, `ouroboros_jax.numba_rollout`; needs the optional numba package) or
+        all CPU cores, `ouroboros_jax.numba_rollout`) or
         "auto" (`resolve_rollout_kernel`). Equal to float32 rounding.
       gradient: how the scan is differentiated: "adjoint" (a reverse scan over the VJP of one
         RK4 step, recomputed from the saved state; 1.4x faster on CPU, docs/performance.md) or
@@ -71,7 +70,7 @@ class RolloutConfig:
                                  "scan.")
     deer_tol: float = setting(1e-6, "DEER: converged when the trajectory satisfies every RK4 step to this.")
     kernel: str = setting("auto", "What runs the rollout's scan and its adjoint: xla (lax.scan), numba (CPU kernels on "
-                          "all cores; needs numba) or auto (numba on CPU where numba is installed, else xla).",
+                          "all cores) or auto (numba on CPU beside the numba encoder kernels, else xla).",
                           flag="rollout_kernel", choices=ROLLOUT_KERNELS)
     gradient: Literal["adjoint", "autodiff"] = "adjoint"
 
@@ -86,16 +85,17 @@ class RolloutConfig:
             raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
 
 
-def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None) -> str:
-    """The kernel "auto" stands for: "numba" on CPU where numba is installed and the run is one
-    process (the rollout's scan on both cores; docs/performance.md; several processes hang with
-    it, as with the numba encoder scan: `resolve_scan_impl`), else "xla"; always "xla" for
-    gradient="autodiff"."""
+def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None, encoder_scan: str = "numba") -> str:
+    """The kernel "auto" stands for beside encoders run by `encoder_scan` (resolved): "numba" on
+    CPU beside the numba encoder kernels (30-60 ms off the default model's step), else "xla":
+    beside an XLA encoder scan the numba rollout takes only ~4 % off a small model's step but keeps
+    the run's programs out of JAX's compilation cache (it does not serialise host callbacks),
+    which costs a short recipe more (the demo run again: 98 s against 46 s; docs/performance.md).
+    Always "xla" for gradient="autodiff"."""
     if config.kernel != "auto":
         return config.kernel
-    on_cpu = (backend or jax.default_backend()) == "cpu" and jax.process_count() == 1
-    numba = on_cpu and config.gradient == "adjoint" and importlib.util.find_spec("numba") is not None
-    return "numba" if numba else "xla"
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    return "numba" if on_cpu and config.gradient == "adjoint" and encoder_scan == "numba" else "xla"
 
 
 def soft_tanh(u: jax.Array, bound: float | None) -> jax.Array:

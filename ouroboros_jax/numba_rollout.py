@@ -2,7 +2,7 @@
 
 XLA CPU runs the rollout's `lax.scan` on one thread. Here the integration and its discrete
 adjoint are compiled by Numba (`parallel=True`), the independent chains (every vmapped index
-times batch element) spread over the cores, and reached from JAX by `jax.pure_callback` inside
+times batch element) spread over the cores, and reached from JAX by `host_call` (a host callback) inside
 a `jax.custom_vjp`, as `ouroboros_jax.model.numba_scan` does for the encoders (same threading
 layer and lock). One chain's step is a sequence of short dependent operations, so each thread
 advances several chains ("lanes") in lockstep, their independent work interleaved.
@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ouroboros_jax.host_call import host_call
 from ouroboros_jax.model.numba_layer import _one
 from ouroboros_jax.model.numba_scan import _LOCK, _grouped
 from ouroboros_jax.model.polynomial import power_vector
@@ -232,7 +233,7 @@ def _host_backward(stages, end_slopes, active, g_trajectory, *, config):
 def numba_state_trajectory(omega2, gamma, W, x0, v0, steps: int, config, active_steps=None):
     """`dynamics.state_trajectory` by the Numba kernels; same arguments, shapes and result.
 
-    Under `jax.vmap` ("expand_dims") the kernels get the vmapped axes as leading axes and run
+    Under `jax.vmap` the kernels get the vmapped axes as leading axes and run
     every (vmapped index, batch element) chain in one parallel launch.
     """
     dtype = jnp.result_type(omega2, gamma, W, x0, v0)  # promoted as the XLA kernel's arithmetic would
@@ -246,8 +247,8 @@ def _integrate(omega2, gamma, W, x0, v0, active, steps, config, save):
     backward's stages (B, steps, 4, 6) and end_slopes (B, steps, 2)."""
     shapes = [x0.shape + (steps + 1, 2)] + ([x0.shape + (steps, 4, 6), x0.shape + (steps, 2)] if save else [])
     like = tuple(jax.ShapeDtypeStruct(shape, W.dtype) for shape in shapes)
-    return jax.pure_callback(functools.partial(_host_forward, steps=steps, config=config, save=save), like,
-                             omega2, gamma, W, x0, v0, active, vmap_method="expand_dims")
+    return host_call(functools.partial(_host_forward, steps=steps, config=config, save=save), like, omega2, gamma,
+                     W, x0, v0, active)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
@@ -264,8 +265,8 @@ def _trajectory_bwd(steps, config, length, size, residuals, g_trajectory):
     stages, end_slopes, active = residuals
     like = (jax.ShapeDtypeStruct(stages.shape[:-1], stages.dtype), jax.ShapeDtypeStruct(stages.shape[:-3] + (2,),
                                                                                          stages.dtype))
-    g_acceleration, g_s0 = jax.pure_callback(functools.partial(_host_backward, config=config), like, stages,
-                                             end_slopes, active, g_trajectory, vmap_method="expand_dims")
+    g_acceleration, g_s0 = host_call(functools.partial(_host_backward, config=config), like, stages, end_slopes, active,
+                                     g_trajectory)
     return (*_drive_grads(stages, g_acceleration, length, size), g_s0[..., 0], g_s0[..., 1],
             np.zeros(np.shape(active), jax.dtypes.float0))
 

@@ -7,7 +7,9 @@ bit-equal. The validation outputs differ at float32 round-off (measured: 2.5e-7 
 fresh parameters, with identical compiled HLO in both layouts; not explained), so the scores
 are compared to 1e-4 and their breakdowns to 1e-2 (a diverged seed's output is chaotic); a seed
 mix-up would move them by the spread between seeds (~0.1 and more). A third run of 3 seeds on
-the 4 devices pads the stack with one inactive member.
+the 4 devices pads the stack with one inactive member. All runs use the numba kernels, as the
+default model does (tests/multiprocess_worker.py): several devices once deadlocked with them
+(ouroboros_jax/host_call.py).
 """
 
 import csv

@@ -1,4 +1,4 @@
-"""The whole residual Mamba block as a Numba kernel against the JAX block (skipped without numba)."""
+"""The whole residual Mamba block as a Numba kernel against the JAX block."""
 
 import functools
 
@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax import test_util
-
-pytest.importorskip("numba")
 
 from ouroboros_jax.model.mamba import ResidualBlock
 from ouroboros_jax.model.numba_layer import _log1p, numba_block, residual_block

@@ -1,4 +1,4 @@
-"""The Numba rollout kernels against the XLA kernel of `dynamics.state_trajectory` (skipped without numba)."""
+"""The Numba rollout kernels against the XLA kernel of `dynamics.state_trajectory`."""
 
 import dataclasses
 import functools
@@ -8,8 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import test_util
-
-pytest.importorskip("numba")
 
 from ouroboros_jax import numba_rollout
 from ouroboros_jax.dynamics import RolloutConfig, resolve_rollout_kernel, state_trajectory
@@ -176,7 +174,9 @@ def test_a_training_step_with_the_numba_rollout_equals_the_xla_one():
 
 
 def test_the_kernel_setting():
-    assert resolve_rollout_kernel(RolloutConfig(), "cpu") == "numba"  # numba is installed here
+    assert resolve_rollout_kernel(RolloutConfig(), "cpu") == "numba"
+    # Beside the XLA encoder scan the XLA rollout keeps the programs cacheable (docs/performance.md).
+    assert resolve_rollout_kernel(RolloutConfig(), "cpu", encoder_scan="fused") == "xla"
     assert resolve_rollout_kernel(RolloutConfig(), "gpu") == "xla"
     assert resolve_rollout_kernel(RolloutConfig(gradient="autodiff"), "cpu") == "xla"  # JAX's transpose of the scan
     assert resolve_rollout_kernel(RolloutConfig(kernel="xla"), "cpu") == "xla"

@@ -1,4 +1,4 @@
-"""The Numba selective scan against the naive float64 loop and the XLA scans (skipped without numba)."""
+"""The Numba selective scan against the naive float64 loop and the XLA scans."""
 
 import functools
 
@@ -7,8 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import test_util
-
-pytest.importorskip("numba")
 
 from ouroboros_jax.model.numba_scan import _exp, numba_selective_ssm
 from ouroboros_jax.model.selective_scan import fused_selective_ssm, selective_ssm

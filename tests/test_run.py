@@ -232,8 +232,8 @@ def test_the_finch_recipe_passes_the_acceptance_bar(tmp_path):
 
 def test_demo_flagfile_end_to_end(tmp_path):
     out, cache = tmp_path / "demo", f"--compilation_cache_dir={tmp_path / 'xla'}"
-    # "fused", "xla": with numba installed, "auto" would pick the numba kernels, whose programs JAX cannot cache.
-    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()] + ["--encoder_scan=fused", "--rollout_kernel=xla"]
+    # The default kernels: for the demo's small model "auto" picks the XLA ones, whose programs JAX caches.
+    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()]
     result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={out}", cache, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PIPELINE DONE" in result.stdout and "epoch 2/2" in result.stdout
@@ -262,7 +262,8 @@ def test_demo_flagfile_end_to_end(tmp_path):
                 "spec_configs": [[32, 8], [64, 16]], "n_kernels": 2, "n_layers": 1, "d_state": 2, "expand_factor": 1,
                 "spec_warmup_epochs": 1, "seed": 1234, "sr": 32000, "loss_mode": "spectral_rollout",
                 "rollout_backend": "scan", "lr_schedule": "constant", "n_val_files": 1, "n_test_files": 1,
-                "n_train_files": 18, "n_train_segments": 16}
+                "n_train_files": 18, "n_train_segments": 16,
+                "encoder_scan": "fused", "rollout_kernel": "xla"}  # "auto" as resolved for this model
     assert {k: manifest[k] for k in expected} == expected
     assert manifest["syllables"] == ["c"] and manifest["annotation_format"] == "ours"  # one type, as the method
     assert set(manifest["selected_test_breakdown"]) >= {"spec_corr", "amp_pen", "pitch_pen", "bounded_frac"}

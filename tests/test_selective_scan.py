@@ -1,6 +1,5 @@
 """The selective recurrence of a Mamba layer, every implementation against one naive loop."""
 
-import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +8,9 @@ import pytest
 from jax import test_util
 
 from ouroboros_jax.model.selective_scan import (
-    SCAN_IMPLS,
     fused_selective_ssm,
     linear_recurrence,
-    persistently_cacheable,
+    NUMBA_MIN_D_INNER,
     resolve_scan_impl,
     selective_ssm,
 )
@@ -91,15 +89,13 @@ def test_fused_scan_under_vmap_equals_one_call_per_member():
             np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-7)
 
 
-def test_auto_picks_the_measured_fastest_per_backend():
-    numba_installed = importlib.util.find_spec("numba") is not None
-    assert resolve_scan_impl("auto", "cpu") == ("numba" if numba_installed else "fused")  # docs/performance.md
-    assert resolve_scan_impl("auto", "gpu") == "associative"
-    assert resolve_scan_impl("auto") in SCAN_IMPLS
+def test_auto_picks_the_measured_fastest_per_backend_and_width():
+    # docs/performance.md: the numba block kernels from d_inner 10 on (the default model's 20), the
+    # fused scan below (the small model's 4).
+    assert resolve_scan_impl("auto", 20, "cpu") == "numba"
+    assert resolve_scan_impl("auto", 4, "cpu") == "fused"
+    assert [resolve_scan_impl("auto", d, "cpu") for d in (NUMBA_MIN_D_INNER - 1, NUMBA_MIN_D_INNER)] == ["fused",
+                                                                                                       "numba"]
+    assert resolve_scan_impl("auto", 20, "gpu") == "associative"
     for impl in IMPLS:
-        assert resolve_scan_impl(impl) == impl
-
-
-def test_only_the_numba_scan_keeps_programs_out_of_the_compilation_cache():
-    assert not persistently_cacheable("numba")
-    assert all(persistently_cacheable(impl) for impl in IMPLS + ("pallas",))
+        assert resolve_scan_impl(impl, 20) == impl

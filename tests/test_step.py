@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -321,8 +320,7 @@ def step_gradients(scan_impl: str, gradient: str):
 @pytest.mark.parametrize("scan_impl,gradient", [
     ("sequential", "autodiff"), *(pytest.param(*case, marks=pytest.mark.slow)
                                   for case in (("associative", "adjoint"), ("chunked", "adjoint"), ("fused", "autodiff"))),
-    pytest.param("numba", "adjoint", marks=pytest.mark.skipif(importlib.util.find_spec("numba") is None,
-                                                              reason="numba is not installed"))])
+    ("numba", "adjoint")])
 def test_step_agrees_across_encoder_scans_and_rollout_gradients(scan_impl, gradient):
     """Every encoder scan and both rollout gradients give the default's loss and gradients to
     float32 rounding (1e-4 of each tensor's largest entry; a wrong term moves them by O(1))."""

@@ -119,7 +119,7 @@ class ResidualBlock(nnx.Module):
         self.mixer = MambaBlock(d_model, d_inner, d_state, d_conv, rngs=rngs)
 
     def __call__(self, x: jax.Array, scan_impl: ScanImpl) -> jax.Array:
-        if resolve_scan_impl(scan_impl) == "numba":
+        if resolve_scan_impl(scan_impl, self.mixer.d_inner) == "numba":
             # The whole block as one kernel: the XLA work around the scan costs more than the scan.
             from ouroboros_jax.model.numba_layer import residual_block
 

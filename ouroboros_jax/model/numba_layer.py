@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from ouroboros_jax.host_call import host_call
 from ouroboros_jax.model.numba_scan import _LANES, _LOCK, _exp, _grouped, _like
 
 _RMS_EPS = 1e-5
@@ -288,7 +289,7 @@ def _host_forward(*operands):
     out = np.empty_like(operands[0])
     with _LOCK:
         _forward(*operands, out)
-    return out.reshape(lead + out.shape[1:])
+    return (out.reshape(lead + out.shape[1:]),)
 
 
 def _host_backward(*operands):
@@ -306,7 +307,7 @@ def _host_backward(*operands):
 def numba_block(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A_nd, Dsk, Wout):
     """x + MambaBlock(RMSNorm(x)) by the Numba kernels; x (B, T, M), weights as `_CORE_NDIMS`."""
     operands = (x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A_nd, Dsk, Wout)
-    return jax.pure_callback(_host_forward, _like(x)[0], *operands, vmap_method="expand_dims")
+    return host_call(_host_forward, _like(x), *operands)[0]
 
 
 def _block_fwd(*operands):
@@ -314,7 +315,7 @@ def _block_fwd(*operands):
 
 
 def _block_bwd(operands, g_out):
-    return jax.pure_callback(_host_backward, _like(*operands), *operands, g_out, vmap_method="expand_dims")
+    return tuple(host_call(_host_backward, _like(*operands), *operands, g_out))
 
 
 numba_block.defvjp(_block_fwd, _block_bwd)

@@ -3,7 +3,7 @@
 XLA CPU runs a `lax.scan` body on one thread, so the "fused" scan leaves the second core idle.
 Here the forward and backward recurrences are compiled by Numba (`parallel=True`), one
 independent chain per (seed, batch element) spread over the cores, and reached from JAX by
-`jax.pure_callback` inside a `jax.custom_vjp`. Each chain keeps its state (N, D) in registers'
+`host_call` (a host callback) inside a `jax.custom_vjp`. Each chain keeps its state (N, D) in registers'
 reach, D padded to whole vector registers, and the decay exp(delta A) is a polynomial (`_exp`)
 that LLVM vectorises: llvmlite's wheels carry no SVML, so `math.exp` on float32 stays a scalar
 libm call per element (measured 2x slower). The backward recomputes the chain's states into a
@@ -24,6 +24,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
+
+from ouroboros_jax.host_call import host_call
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP's workers spin for a while after each launch, taking the cores from the XLA threads
@@ -183,7 +185,7 @@ def _host_forward(delta, x, A, Bt, Ct):
     y = np.empty_like(delta)
     with _LOCK:
         _forward(delta, x, A, Bt, Ct, y)
-    return y.reshape(lead + y.shape[1:])
+    return (y.reshape(lead + y.shape[1:]),)
 
 
 def _host_backward(delta, x, A, Bt, Ct, gy):
@@ -204,10 +206,10 @@ def _like(*arrays):
 def numba_selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Array, Ct: jax.Array) -> jax.Array:
     """y of the selective recurrence, computed by the Numba kernels; shapes as in `selective_ssm`.
 
-    Under `jax.vmap` ("expand_dims") the kernels get the vmapped axes as leading axes and run
+    Under `jax.vmap` the kernels get the vmapped axes as leading axes and run
     every (vmapped index, batch element) chain in one parallel launch.
     """
-    return jax.pure_callback(_host_forward, _like(delta)[0], delta, x, A, Bt, Ct, vmap_method="expand_dims")
+    return host_call(_host_forward, _like(delta), delta, x, A, Bt, Ct)[0]
 
 
 def _numba_fwd(delta, x, A, Bt, Ct):
@@ -215,7 +217,7 @@ def _numba_fwd(delta, x, A, Bt, Ct):
 
 
 def _numba_bwd(residuals, gy):
-    return jax.pure_callback(_host_backward, _like(*residuals), *residuals, gy, vmap_method="expand_dims")
+    return tuple(host_call(_host_backward, _like(*residuals), *residuals, gy))
 
 
 numba_selective_ssm.defvjp(_numba_fwd, _numba_bwd)

@@ -18,7 +18,7 @@ from flax import nnx
 from ouroboros_jax.model.lowpass import gaussian_lowpass
 from ouroboros_jax.model.mamba import MambaEncoder, uniform_init
 from ouroboros_jax.model.polynomial import kernel_value, structural_mask
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, ScanImpl
+from ouroboros_jax.model.selective_scan import NUMBA_MIN_D_INNER, SCAN_IMPLS, ScanImpl
 from ouroboros_jax.settings import setting
 
 # osc_init constants (SPEC a.6): a marginal van-der-Pol-like limit cycle at initialisation.
@@ -42,9 +42,9 @@ class ModelConfig:
       osc_init: start as a marginal limit cycle (SPEC a.6).
       sample_rate: audio sample rate in Hz; dt = 1 / sample_rate.
       tau: model time constant in seconds; None means dt (one sample per unit of rescaled time).
-      scan_impl: how the encoders' selective scan runs: "auto" (the fastest per backend),
-        "fused", "associative", "sequential", "chunked" or "pallas"
-        (`ouroboros_jax.model.selective_scan`); the result is the same to float32 rounding.
+      scan_impl: how the encoders' selective scan runs: "auto" (the fastest per backend and
+        inner width, `resolve_scan_impl`), "fused", "associative", "sequential", "chunked", "pallas"
+        or "numba" (`ouroboros_jax.model.selective_scan`); the result is the same to float32 rounding.
     """
 
     n_kernels: int = setting(15, "Highest power of x and x' in the kernel polynomial (nTerms).")
@@ -57,9 +57,9 @@ class ModelConfig:
     osc_init: bool = setting(False, "Start every seed as a marginal limit cycle.")
     sample_rate: float = 44100.0
     tau: float | None = None
-    scan_impl: ScanImpl = setting("auto", "Selective-scan implementation of the encoders (auto: numba on CPU where "
-                                  "it is installed, else fused; associative on GPU).", flag="encoder_scan",
-                                  choices=SCAN_IMPLS)
+    scan_impl: ScanImpl = setting("auto", "Selective-scan implementation of the encoders (auto: on CPU numba from an "
+                                  f"inner width 2 * expand_factor of {NUMBA_MIN_D_INNER} on, else fused; associative "
+                                  "on GPU).", flag="encoder_scan", choices=SCAN_IMPLS)
 
     def __post_init__(self):
         if self.scan_impl not in SCAN_IMPLS:
@@ -69,6 +69,11 @@ class ModelConfig:
     def n_poly(self) -> int:
         """P, the number of powers 0..n_kernels of each state variable."""
         return self.n_kernels + 1
+
+    @property
+    def d_inner(self) -> int:
+        """The encoders' inner width."""
+        return self.expand_factor * _D_MODEL
 
     @property
     def dt(self) -> float:

@@ -15,11 +15,10 @@ execution and rounding (all are checked against one naive float64 loop in the te
   `jax.custom_vjp` backward is a reverse-time scan of the adjoint.
 - "pallas" (`ouroboros_jax.model.pallas_scan`) is the fused scan as a Pallas kernel, for GPUs.
 - "numba" (`ouroboros_jax.model.numba_scan`) is the fused scan as a Numba kernel on all CPU
-  cores, behind `jax.pure_callback`; it needs the optional `numba` package (`[cpu-kernels]`).
-  `ResidualBlock` with "numba" runs the whole block as one kernel (`numba_layer`) instead.
+  cores, behind a host callback (`ouroboros_jax.host_call`). `ResidualBlock` with "numba" runs
+  the whole block as one kernel (`numba_layer`) instead.
 """
 
-import importlib.util
 import math
 from typing import Literal
 
@@ -30,24 +29,24 @@ ScanImpl = Literal["auto", "associative", "sequential", "chunked", "fused", "pal
 SCAN_IMPLS = ("auto", "associative", "sequential", "chunked", "fused", "pallas", "numba")
 
 
-def resolve_scan_impl(impl: ScanImpl, backend: str | None = None) -> ScanImpl:
-    """"auto" is the fastest measured on the backend (docs/performance.md): on CPU "numba" where
-    numba is installed and the run is one process, else "fused"; "associative" on accelerators,
-    where a sequential step costs a fixed ~10 us (not yet measured against "pallas" on a GPU).
-    Several processes get "fused": their runs with the numba kernels hung (tests/test_multiprocess.py
-    setup, 2 x 2 CPU devices; not yet understood)."""
+# "auto" on CPU takes the numba block kernels from this inner width (expand_factor * d_model) on.
+# Their time hardly grows with the width (a block's per-sample work is mostly independent of it),
+# the fused XLA scan's grows linearly: one block's forward + backward at B 8, T 1600 took 6-10 ms
+# with numba at every d_inner from 4 to 20, with fused 5.5 ms at d_inner 4, 6.1 at 8, 8.7 at 10,
+# 14.4 at 20 (docs/performance.md, "Which kernels auto picks").
+NUMBA_MIN_D_INNER = 10
+
+
+def resolve_scan_impl(impl: ScanImpl, d_inner: int, backend: str | None = None) -> ScanImpl:
+    """The implementation `impl` stands for in encoders of inner width `d_inner`: "auto" is the
+    fastest measured on the backend (docs/performance.md): on CPU "numba" from
+    `NUMBA_MIN_D_INNER` on, else "fused"; "associative" on accelerators, where a sequential step
+    costs a fixed ~10 us (not yet measured against "pallas" on a GPU)."""
     if impl != "auto":
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "associative"
-    numba = importlib.util.find_spec("numba") is not None and jax.process_count() == 1
-    return "numba" if numba else "fused"
-
-
-def persistently_cacheable(impl: ScanImpl) -> bool:
-    """Whether programs using `impl` can enter JAX's persistent compilation cache: not "numba",
-    whose host callbacks JAX does not serialise (such programs compile afresh in every process)."""
-    return resolve_scan_impl(impl) != "numba"
+    return "numba" if d_inner >= NUMBA_MIN_D_INNER else "fused"
 
 
 def selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Array, Ct: jax.Array,
@@ -64,7 +63,7 @@ def selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Array, C
     Returns:
       y: (B, T, D).
     """
-    impl = resolve_scan_impl(impl)
+    impl = resolve_scan_impl(impl, delta.shape[-1])
     if impl == "fused":
         return fused_selective_ssm(delta, x, A, Bt, Ct)
     if impl == "pallas":

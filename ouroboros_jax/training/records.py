@@ -28,7 +28,15 @@ def run_info(config, sample_rate, batches_per_epoch, n_segments, **extra) -> dic
     return {"config": config.fingerprint(), "n_epochs": config.n_epochs, "batches_per_epoch": batches_per_epoch,
             "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_members)),
             "member_names": [member_name(config, k) for k in range(config.n_members)],
-            "cull_epoch": config.cull_epoch if config.culling else None, **extra}
+            "cull_epoch": config.cull_epoch if config.culling else None, "kernels": resolved_kernels(config), **extra}
+
+
+def resolved_kernels(config) -> dict:
+    """The kernels the run's encoder scan and rollout kernel settings stand for here ("auto" resolved,
+    the rollout's beside the encoders', `dynamics.resolve_rollout_kernel`)."""
+    encoder_scan = resolve_scan_impl(config.model.scan_impl, config.model.d_inner)
+    return {"encoder_scan": encoder_scan,
+            "rollout_kernel": resolve_rollout_kernel(config.rollout, encoder_scan=encoder_scan)}
 
 
 def member_folder(info: dict, seed_id: int) -> str:
@@ -144,8 +152,7 @@ def manifest_fields(config, data, skips: dict, device: dict) -> dict:
     """
     values = settings.flat(config)
     return {
-        **values, "data_dir": str(values["data_dir"]), "encoder_scan": resolve_scan_impl(values["encoder_scan"]),
-        "rollout_kernel": resolve_rollout_kernel(config.rollout),
+        **values, "data_dir": str(values["data_dir"]), **resolved_kernels(config),
         # The reference's names of these.
         "context_len_s": values["context_len"], "H_min": config.h_min, "H_max": config.h_max,
         "H_schedule": config.h_schedule, "sr": data.sample_rate,

@@ -19,12 +19,11 @@ from flax import nnx
 
 from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import NoSeedSurvived, WriteError
 from ouroboros_jax.evaluation import autonomy_summary, correct, generate
 from ouroboros_jax.figures import DPI, specgram_figure
+from ouroboros_jax.kernel_cache import load_kernels
 from ouroboros_jax.losses import teacher_acceleration_variance
-from ouroboros_jax.model.selective_scan import persistently_cacheable
 from ouroboros_jax.training.checkpoints import Checkpoints, completed_epochs
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.library_log import libraries_logged_to
@@ -43,6 +42,7 @@ from ouroboros_jax.training.records import (
     VOCALISATION_COLUMNS,
     check_resumable,
     manifest_fields,
+    resolved_kernels,
     run_info,
     selection_fields,
     vocalisation_rows,
@@ -135,6 +135,10 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
     steps_per_epoch = n_batches(len(data.x), config.batch_size)
     job = Job(config, out_dir, data, Setup.build(config, data.sample_rate, steps_per_epoch, runtime))
     console(runtime.members_line(config.n_members))
+    kernels = resolved_kernels(config)
+    loaded = load_kernels(kernels["encoder_scan"] == "numba", kernels["rollout_kernel"] == "numba")
+    if loaded:
+        console(loaded)
     info = run_info(config, data.sample_rate, steps_per_epoch, len(data.x))
     with Checkpoints(out_dir / "checkpoints", config.max_saved) as checkpoints:
         state = _start(job, checkpoints)
@@ -205,18 +209,18 @@ def _compile(job: Job, state: RunState, train_set, tf_var) -> None:
             n_members, reason)
     compiled = job.setup.program.compile_epoch(*epoch_arguments(job.setup, job.config, state, train_set, tf_var))
     programs.record(key, compiled)
-    uncacheable = _uncacheable(job.config, job.setup.rollout)
+    uncacheable = _uncacheable(job.config)
     console("  ready in %.1f s (%s)", compiled.seconds,
             "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if not uncacheable
             else f"compiled; programs with the {uncacheable} cannot be cached")
 
 
-def _uncacheable(config: RunConfig, rollout) -> str:
+def _uncacheable(config: RunConfig) -> str:
     """What keeps the run's programs out of JAX's persistent compilation cache ("" if nothing): the
     numba kernels' host callbacks, which JAX does not serialise."""
-    kernels = [name for name, numba in (("numba encoder scan", not persistently_cacheable(config.model.scan_impl)),
-                                        ("numba rollout", resolve_rollout_kernel(rollout) == "numba")) if numba]
-    return " and ".join(kernels)
+    kernels = resolved_kernels(config)
+    return " and ".join(name for name, numba in (("numba encoder scan", kernels["encoder_scan"] == "numba"),
+                                                 ("numba rollout", kernels["rollout_kernel"] == "numba")) if numba)
 
 
 def _finish(job: Job, state: RunState) -> dict:

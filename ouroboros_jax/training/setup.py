@@ -17,6 +17,7 @@ from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.programs import EpochPrograms
+from ouroboros_jax.training.records import resolved_kernels
 from ouroboros_jax.training.runtime import (
     Runtime,
     inactive_padding,
@@ -59,7 +60,8 @@ class Setup:
         model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
         decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
         optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps, config.ema_decay)
-        rollout = dataclasses.replace(config.rollout, step_size=1.0 / model.time_scale)
+        rollout = dataclasses.replace(config.rollout, step_size=1.0 / model.time_scale,
+                                      kernel=resolved_kernels(config)["rollout_kernel"])
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)
         return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
