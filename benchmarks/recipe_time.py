@@ -43,7 +43,8 @@ flags.DEFINE_integer("vocalisation_len", 6410, "Samples of each synthetic valida
 flags.DEFINE_bool("quick", False, "Smoke test: a tiny model, 4 epochs, short windows.", flag_values=FLAGS)
 QUICK = ["--n_kernels=2", "--n_layers=1", "--d_state=2", "--expand_factor=1", "--context_len=0.01", "--max_segs=32",
          "--n_epochs=4", "--h_min=64", "--h_max=256", "--spec_configs=32,8;64,16;128,32", "--n_seeds=2",
-         "--cull_frac=0.5", "--cull_keep=1", "--n_val_vocs=2", "--vocalisation_len=1000"]
+         "--cull_frac=0.5", "--cull_keep=1", "--n_val_vocs=2", "--min_eval_vocs=2",
+         "--vocalisation_len=1000"]
 
 
 def seconds(call) -> float:

@@ -5,6 +5,8 @@ import json
 import pathlib
 import subprocess
 
+import pytest
+
 REPO = pathlib.Path(__file__).parent.parent
 
 
@@ -12,6 +14,7 @@ def _records(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # 3 minutes of subprocesses: CI's budget (the script is run on every lent GPU)
 def test_the_gpu_report_writes_every_benchmark_s_records(tmp_path):
     result = subprocess.run([str(REPO / "benchmarks" / "gpu_report.sh"), "--quick", str(tmp_path / "report")],
                             capture_output=True, text=True, timeout=900, check=False)

@@ -428,6 +428,7 @@ def test_training_with_tau_not_dt_integrates_in_rescaled_time(tmp_path):
     assert float(jnp.abs(batch.d2x[:, 8:-8]).max()) > 0.1
 
 
+@pytest.mark.slow  # the legacy objective's step: test_step.py's golden and mse tests
 def test_the_legacy_mse_objective_end_to_end(tmp_path):
     manifest = train_and_evaluate(tiny_run_config(tmp_path, loss_mode="mse_accel"))
     assert manifest["loss_mode"] == "mse_accel" and manifest["selected_seed"] in (0, 1)
@@ -442,6 +443,7 @@ def test_the_legacy_mse_objective_end_to_end(tmp_path):
         assert not any(tag.startswith("Health/") for tag in scalars)  # no rollout, so no rollout health
 
 
+@pytest.mark.slow  # the grouping itself: test_curriculum.py; culling's programs: test_culling_keeps_...
 def test_a_geom_curriculum_with_culling_compiles_one_program_per_stft_group_and_seed_count(tmp_path):
     """blk445 scaled down: geom 64 -> 256 over 10 epochs (64, 75, ..., 119, 138, ..., 256) with n_fft 32, 64,
     128, culling 2 seeds to 1 after epoch 4. The 10 horizons fall into two groups (below 128 and
