@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
+from absl import flags as absl_flags
 
+from ouroboros_jax import cli
 from ouroboros_jax.data import (
     Category,
     DataConfig,
@@ -36,6 +38,7 @@ from ouroboros_jax.training.seeds import SeedProgram
 from ouroboros_jax.training.setup import Setup, training_set
 from ouroboros_jax.training.step import Batch, spectral_losses
 from ouroboros_jax.training.trained import load_run
+from tests.test_settings import parsed
 
 REPO = pathlib.Path(__file__).parent.parent
 # The bundled finch at 32 kHz, cut to 10 ms windows with 4 ms of lead-in, and a tiny model.
@@ -172,6 +175,7 @@ def fake_autonomy(score, bounded, n_vocalisations):
         "bounded_frac": bounded, "cold_start": True, "rescale": False})
 
 
+@pytest.mark.slow  # culling in a run: test_demo_flagfile_end_to_end; the ranking: test_evaluation.test_rank_seeds
 def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path, monkeypatch):
     def scores(vocalisations, outputs, sample_rate, rescale=False):
         n = len(vocalisations)
@@ -336,32 +340,48 @@ def test_a_deer_run_trains_as_the_scan_run_does(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--n_seeds=2", "--cull_frac=0.5", "--cull_keep=2"], "--cull_keep=2: culling"),
-    (["--h_min=600", "--h_max=300"], "--h_min=600"),
     (["--h_max=4096"], "--h_max=4096: the rollout horizon cannot exceed the segment length"),
     (["--data_dir=/no/such/dir"], "/no/such/dir"),
-    (["--ratio=1,2"], "--ratio"),
-    (["--spec_configs=256"], "--spec_configs=256"),
     (["--syllables=C"], "--syllables=C: no syllable is labelled C in --data_dir=@example; the labels there are a (89), "
                         "b (71), c (68), d (39), e (18), f (2)"),
-    (["--annotation_format=praat"], "--annotation_format=praat: not a format we read"),
     (["--n_epochs=abc"], "flag --n_epochs=abc: invalid literal for int()"),  # absl's own: one line and status 2 too
-    (["--bound_v=0"], "--bound_v=0.0: must be positive"),
     (["--batch_size=1000"], "--batch_size=1000: above the 256 training segments"),
-    (["--seed_chunk=-1"], "--seed_chunk=-1: must be >= 0"),
-    (["--media_seeds=-1"], "--media_seeds=-1: must be >= 0"),
-    (["--matmul_precision=tf32"], "flag --matmul_precision=tf32: value should be one of <highest|default>"),
     (["--coordinator_address=localhost:1"], "--coordinator_address=localhost:1: needs --num_processes and "
                                             "--process_id"),
-    (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
+    """The CLI's path for each kind of bad input (a setting checked against the data, a data
+    folder, absl's parsing, the processes' flags): one line, status 2, nothing written."""
     result = run_cli("--flagfile=experiments/demo.flags", f"--out_dir={tmp_path / 'bad'}", *flags)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "bad" / "selected_model.json").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--n_seeds=2", "--cull_frac=0.5", "--cull_keep=2"], "--cull_keep=2: culling"),
+    (["--h_min=600", "--h_max=300"], "--h_min=600"),
+    (["--ratio=1,2"], "--ratio"),
+    (["--spec_configs=256"], "--spec_configs=256"),
+    (["--annotation_format=praat"], "--annotation_format=praat: not a format we read"),
+    (["--bound_v=0"], "--bound_v=0.0: must be positive"),
+    (["--seed_chunk=-1"], "--seed_chunk=-1: must be >= 0"),
+    (["--media_seeds=-1"], "--media_seeds=-1: must be >= 0"),
+    (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
+])
+def test_bad_settings_are_refused_when_the_config_is_built(flags, message):
+    """Settings wrong in themselves are refused by the config the flags build, before any data is
+    read; the CLI prints such an InputError as the one line above (same path as --h_max=4096)."""
+    with pytest.raises(InputError) as refused:
+        cli.from_flags(RunConfig, parsed(RunConfig, "--flagfile=experiments/demo.flags", *flags))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_flag_outside_its_choices_is_refused_by_absl():
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="value should be one of <highest|default>"):
+        parsed(RunConfig, "--matmul_precision=tf32")
 
 
 def test_the_reference_recipe_asks_for_its_data_dir(tmp_path):
@@ -443,7 +463,7 @@ def test_the_legacy_mse_objective_end_to_end(tmp_path):
         assert not any(tag.startswith("Health/") for tag in scalars)  # no rollout, so no rollout health
 
 
-@pytest.mark.slow  # the grouping itself: test_curriculum.py; culling's programs: test_culling_keeps_...
+@pytest.mark.slow  # the grouping itself: test_curriculum.py; culling's programs: test_demo_flagfile_end_to_end
 def test_a_geom_curriculum_with_culling_compiles_one_program_per_stft_group_and_seed_count(tmp_path):
     """blk445 scaled down: geom 64 -> 256 over 10 epochs (64, 75, ..., 119, 138, ..., 256) with n_fft 32, 64,
     128, culling 2 seeds to 1 after epoch 4. The 10 horizons fall into two groups (below 128 and

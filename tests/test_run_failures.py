@@ -164,6 +164,7 @@ runpy.run_module("ouroboros_jax.train", run_name="__main__")
 """
 
 
+@pytest.mark.slow  # CI's budget; a failed write's one line: test_a_checkpoint_that_cannot_be_written_...
 def test_a_full_disk_ends_the_run_with_one_line_instead_of_hanging(tmp_path):
     """tensorboardX's writer threads died on the failed write and the run then blocked forever."""
     out = tmp_path / "run"
