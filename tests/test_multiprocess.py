@@ -27,6 +27,10 @@ from ouroboros_jax.evaluation import rank_seeds
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import SCORES
 
+# Four processes train for about a minute and a half: left to `pytest -m slow` (CI's budget); the
+# several-device layout in one process is in the default run (tests/test_runtime.py).
+pytestmark = pytest.mark.slow
+
 WORKER = pathlib.Path(__file__).parent / "multiprocess_worker.py"
 
 

@@ -277,7 +277,7 @@ def test_unknown_loss_mode_is_an_error():
         StepConfig(loss_mode="mse")
 
 
-@pytest.mark.parametrize("max_iter", [30, 1])
+@pytest.mark.parametrize("max_iter", [30, pytest.param(1, marks=pytest.mark.slow)])
 def test_deer_step_equals_the_scan_step(max_iter):
     """Same losses and update with either backend; with one Newton iteration every example falls
     back to the scan (and is counted), so the step is the scan's exactly."""
