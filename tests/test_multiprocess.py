@@ -91,7 +91,7 @@ def test_two_processes_train_what_one_process_trains(runs):
         # A diverged seed's output is chaotic: its breakdown moves by 1e-3 relative (measured 9.6e-4).
         np.testing.assert_allclose([float(row[k]) for k in breakdown], [float(row_of_one[k]) for k in breakdown],
                                    rtol=1e-2)
-        # The onset moves by one envelope hop at most when the envelope crosses its threshold in a rounding.
+        # Equal in the runs measured; round-off could move the envelope's threshold crossing where it is flat.
         assert abs(float(row["val_onset_delay_ms"]) - float(row_of_one["val_onset_delay_ms"])) <= 5.0
     manifests = [json.loads((d / "selected_model.json").read_text()) for d in (two, one)]
     assert manifests[0]["selected_seed"] == manifests[1]["selected_seed"]
