@@ -39,10 +39,10 @@ def tiny_run(tmp_path_factory):
     """A tiny trained run shared by the commands that read runs: (run_dir, manifest).
 
     The bundled finch, 2 seeds, 2 epochs at one horizon (one compilation), checkpoints after
-    epochs 1 and 2.
+    epochs 1 and 2, batches of 6 (4 per epoch).
     """
     from ouroboros_jax.training.run import train_and_evaluate
     from tests.test_run import tiny_run_config
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    return run_dir, train_and_evaluate(tiny_run_config(run_dir))
+    return run_dir, train_and_evaluate(tiny_run_config(run_dir, batch_size=6))

@@ -21,20 +21,12 @@ from ouroboros_jax import figures, plot
 from ouroboros_jax.data import load_training_data
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.evaluation import correct, generate
-from ouroboros_jax.training.run import SPECGRAM, train_and_evaluate
+from ouroboros_jax.training.run import SPECGRAM
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import REPO, tiny_config
 
+# The tests read conftest's shared `tiny_run`: 2 epochs, a checkpoint after each.
 N_EPOCHS = 2
-BATCH_SIZE = 6  # 24 segments: 4 batches per epoch (a reader assuming the reference's 600 would see one epoch)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("plot_run")
-    # One horizon (one compilation), a checkpoint after every epoch.
-    manifest = train_and_evaluate(tiny_config(out, n_epochs=N_EPOCHS, save_freq=1, h_max=64, batch_size=BATCH_SIZE))
-    return out, manifest
 
 
 def png_shape(path, size, dpi):
@@ -192,10 +184,11 @@ def events(seed_dir: pathlib.Path):
 
 
 def test_checkpoints_log_audio_and_the_specgram_image_per_seed(tiny_run):
-    out, _ = tiny_run
+    out, manifest = tiny_run
     config = tiny_config(out)
     data = load_training_data(config.data, config.sampler, config.seed)
-    batches = math.ceil(len(data.x) / BATCH_SIZE)
+    batches = math.ceil(len(data.x) / manifest["batch_size"])
+    assert batches > 1  # so that a reader taking the reference's 600 batches per epoch would see one epoch
     for seed in (0, 1):
         media = {}
         for event in events(out / f"seed{seed}"):

@@ -1,5 +1,6 @@
 """The compiled seed program: vmapped seeds equal separate seeds, divergence is isolated, sharding."""
 
+import functools
 import os
 import pathlib
 import subprocess
@@ -50,6 +51,7 @@ def synthetic_data(n=12, length=128, seed=0) -> Batch:
                  jnp.asarray(second_derivative(x), jnp.float32), jnp.asarray(np.arange(n) % 3 == 0))
 
 
+@functools.cache  # one object per setting, so that the tests share its compiled epoch programs
 def program(max_consecutive_skips=50, seed_chunk=0) -> SeedProgram:
     return SeedProgram(model_graphdef(TINY), OPTIMIZER, batch_size=4, max_consecutive_skips=max_consecutive_skips,
                        rollout=RolloutConfig(), seed_chunk=seed_chunk)
