@@ -484,7 +484,7 @@ def test_a_geom_curriculum_with_culling_compiles_one_program_per_stft_group_and_
     run_info = json.loads((tmp_path / "run.json").read_text())
     for record in (manifest, run_info):
         assert record["n_epoch_programs"] == 3
-        assert [(p["horizon"], p["seeds"], p["serves"]) for p in record["epoch_programs"]] == [
+        assert [(p["horizon"], p["n_stacked"], p["serves"]) for p in record["epoch_programs"]] == [
             (119, 2, [64, 119]), (119, 1, [64, 119]), (256, 1, [138, 256])]
         assert record["compile_seconds"] == pytest.approx(sum(p["seconds"] for p in record["epoch_programs"]))
 

@@ -136,3 +136,20 @@ def test_on_several_devices_each_trains_its_own_seeds_without_collectives(tmp_pa
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["0"]["collectives"] == report["4"]["collectives"] == []
     assert report["4"]["temporaries"] < 0.75 * report["0"]["temporaries"]  # measured 0.51
+
+
+def test_culling_into_the_same_padded_stack_reuses_its_program(tmp_path, capsys):
+    """4 seeds in chunks of 4, culled to 2 after epoch 1: the stack stays 4 long (2 of them inactive
+    padding), so epoch 2 runs the program of epoch 1 (it used to end in an AttributeError)."""
+    import csv
+
+    from ouroboros_jax.training.run import train_and_evaluate
+    from tests.test_run import tiny_run_config
+
+    manifest = train_and_evaluate(tiny_run_config(tmp_path, n_seeds=4, seed_chunk=4, cull_frac=0.5, cull_keep=2))
+    out = capsys.readouterr().out
+    assert out.count("compiling the epoch program") == 1, out
+    assert [(p["horizon"], p["n_stacked"]) for p in manifest["epoch_programs"]] == [(64, 4)]
+    with (tmp_path / "seed_cv.csv").open() as f:
+        fates = sorted((r["status"], r["stopped_epoch"]) for r in csv.DictReader(f))
+    assert fates == [("culled", "1")] * 2 + [("finished", "2")] * 2

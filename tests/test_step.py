@@ -252,7 +252,8 @@ def test_loss_decreases_on_a_synthetic_syllable(mode):
 
 
 def test_mse_mode_reports_the_legacy_objective_with_the_run_s_penalty():
-    programs = EpochPrograms(RunConfig(objective=ObjectiveConfig(loss_mode="mse_accel")), 44100.0, RolloutConfig())
+    programs = EpochPrograms(RunConfig(objective=ObjectiveConfig(loss_mode="mse_accel")), 44100.0, RolloutConfig(),
+                             int)
     config = dataclasses.replace(programs.step_config(0), horizon=128)
     assert config.penalty_lam == 1.068  # --lam, which the run passes as the penalty base in this mode
     optimizer, step = jitted_step(config, 1e-3)

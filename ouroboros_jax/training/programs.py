@@ -2,12 +2,15 @@
 
 The horizon is data, not shape: one program serves every horizon of the curriculum that keeps
 the same STFT configs (`curriculum.program_horizons`), rolling out to its largest horizon and
-leaving the later steps out of the loss. So geom 512 -> 2048 needs 2 programs per seed count, and
-culling (which changes the seed count once) at most 2 more. The DEER rollout needs its horizon
-static: with it every distinct horizon is its own program.
+leaving the later steps out of the loss. So geom 512 -> 2048 needs 2 programs per stack length,
+and culling (which changes the seed count once) at most 2 more. The DEER rollout needs its horizon
+static: with it every distinct horizon is its own program. A program is specialised to the
+length of the member stack, which padding (to a multiple of the devices or of --seed_chunk) can
+keep the same when culling leaves fewer seeds: then no new program is needed.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,11 +29,15 @@ from ouroboros_jax.training.sweep import values_of
 
 @dataclasses.dataclass
 class EpochPrograms:
-    """The run's epoch programs: keyed by (program horizon, seed count), compiled once each."""
+    """The run's epoch programs: keyed by (program horizon, stack length), compiled once each.
+
+    `stack` gives the stack length that holds a number of seeds (`runtime.Runtime.n_stacked`).
+    """
 
     config: RunConfig
     sample_rate: float
     rollout: RolloutConfig
+    stack: Callable[[int], int]
     compiled: dict = dataclasses.field(default_factory=dict)  # key -> {"seconds", "cached", "memory_bytes"}
 
     def __post_init__(self):
@@ -59,8 +66,8 @@ class EpochPrograms:
         return horizon_for_epoch(epoch, c.n_epochs, c.h_min, c.h_max, c.h_schedule)
 
     def key(self, epoch: int, n_seeds: int) -> tuple[int, int]:
-        """(program horizon, seed count) of the program that trains `epoch` with `n_seeds` seeds."""
-        return self._program_horizon[self.horizon(epoch)], n_seeds
+        """(program horizon, stack length) of the program that trains `epoch` with `n_seeds` seeds."""
+        return self._program_horizon[self.horizon(epoch)], self.stack(n_seeds)
 
     def step_config(self, epoch: int) -> StepConfig:
         """The static settings of the epoch's program (its horizon: the largest it serves)."""
@@ -99,7 +106,7 @@ class EpochPrograms:
 
     def summary(self) -> dict:
         """For run.json and the manifest: the programs compiled by this process and their cost."""
-        programs = [{"horizon": h, "serves": list(self.serves(h)), "seeds": s, **r}
-                    for (h, s), r in self.compiled.items()]
+        programs = [{"horizon": h, "serves": list(self.serves(h)), "n_stacked": n, **r}
+                    for (h, n), r in self.compiled.items()]
         return {"epoch_programs": programs, "n_epoch_programs": len(programs),
                 "compile_seconds": sum(r["seconds"] for r in self.compiled.values())}

@@ -200,13 +200,13 @@ def _compile(job: Job, state: RunState, train_set, tf_var) -> None:
     key = programs.key(state.epoch, len(state.members))
     if key in programs.compiled:
         return
-    (program_horizon, n_members), known = key, programs.compiled
+    (program_horizon, _), known = key, programs.compiled
     reason = ("first epoch" if not known else "culling changed the number of seeds"
               if program_horizon in {h for h, _ in known} else "new STFT configs" if programs.horizon_is_data
               else "new horizon")
     low, high = programs.serves(program_horizon)
     console("compiling the epoch program: H=%s, seeds=%d (%s)", str(high) if low == high else f"{low}-{high}",
-            n_members, reason)
+            len(state.members), reason)
     compiled = job.setup.program.compile_epoch(*epoch_arguments(job.setup, job.config, state, train_set, tf_var))
     programs.record(key, compiled)
     uncacheable = _uncacheable(job.config)

@@ -64,7 +64,8 @@ class Setup:
                                       kernel=resolved_kernels(config)["rollout_kernel"])
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)
-        return cls(model, optimizer, rollout, program, EpochPrograms(config, float(sample_rate), rollout), runtime)
+        programs = EpochPrograms(config, float(sample_rate), rollout, runtime.n_stacked)
+        return cls(model, optimizer, rollout, program, programs, runtime)
 
     def init(self, config: RunConfig, member_ids, params=None) -> tuple[TrainState, SeedProgress]:
         """Fresh stacked states of the members `member_ids` on the host: each with its seed's key
