@@ -90,23 +90,47 @@ def final_params(out_dir, config):
 SCORES = ("selected_seed", "selected_val_autonomy", "selected_test_autonomy", "rescaled_test_autonomy")
 
 
-@pytest.mark.slow
-def test_interrupted_at_the_cull_epoch_and_resumed_equals_uninterrupted_bit_for_bit(straight_run, tmp_path,
-                                                                                     monkeypatch, capsys):
-    straight_dir, straight_manifest = straight_run
-    config = culling_config(tmp_path)
+def interrupt_in_epoch(epoch, config, monkeypatch) -> list:
+    """Runs `config` until a KeyboardInterrupt in `epoch`; returns the data each epoch was given."""
     original, calls = SeedProgram.run_epoch, []
 
     def interrupted(self, states, progress, data, *args, **kwargs):
         calls.append(data)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # killed in epoch 3, after culling: the last checkpoint is the cull epoch's
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
         return original(self, states, progress, data, *args, **kwargs)
 
     monkeypatch.setattr(SeedProgram, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(config)
     monkeypatch.setattr(SeedProgram, "run_epoch", original)
+    return calls
+
+
+@pytest.mark.slow
+def test_resumed_with_the_numba_kernels_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
+    """The kernels sum each chain's gradients in a fixed order, so a resumed run repeats them exactly."""
+    kernels = dict(encoder_scan="numba", rollout_kernel="numba", n_epochs=3)
+    straight = train_and_evaluate(tiny_run_config(tmp_path / "straight", **kernels))
+    config = tiny_run_config(tmp_path / "resumed", **kernels)
+    interrupt_in_epoch(2, config, monkeypatch)
+    resumed = train_and_evaluate(config)
+    assert (resumed["encoder_scan"], resumed["rollout_kernel"]) == ("numba", "numba")
+    for a, b in zip(final_params(tmp_path / "straight", config)[1], final_params(tmp_path / "resumed", config)[1],
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "resumed" / "seed_cv.csv").read_text() == (tmp_path / "straight" / "seed_cv.csv").read_text()
+    for key in SCORES:
+        assert resumed[key] == straight[key], key
+
+
+@pytest.mark.slow
+def test_interrupted_at_the_cull_epoch_and_resumed_equals_uninterrupted_bit_for_bit(straight_run, tmp_path,
+                                                                                     monkeypatch, capsys):
+    straight_dir, straight_manifest = straight_run
+    config = culling_config(tmp_path)
+    # Killed in epoch 3, after culling: the last checkpoint is the cull epoch's.
+    calls = interrupt_in_epoch(3, config, monkeypatch)
     capsys.readouterr()
     resumed = train_and_evaluate(config)
     # Resumed at the cull epoch, the run scores the seeds of its checkpoint again and culls the same way.
