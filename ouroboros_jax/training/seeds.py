@@ -189,9 +189,9 @@ class SeedProgram:
         return {}
 
     @staticmethod
-    def _program_key(states: TrainState, config: StepConfig, horizon) -> tuple:
+    def _program_key(states: TrainState, data: Batch, config: StepConfig, horizon) -> tuple:
         # A compiled program is specialised to its inputs' shapes and shardings.
-        return config, states.step.shape[0], getattr(states.step, "sharding", None), horizon is None
+        return config, states.step.shape[0], getattr(states.step, "sharding", None), data.x.shape, horizon is None
 
     @staticmethod
     def _epoch_args(states, progress, data, settings, tf_var, horizon):
@@ -209,7 +209,7 @@ class SeedProgram:
           What the compile cost and whether the program came from the persistent cache; None
           when this process had already compiled it.
         """
-        key = self._program_key(states, config, horizon)
+        key = self._program_key(states, data, config, horizon)
         if key in self._compiled:
             return None
         args = self._epoch_args(states, progress, data, settings, tf_var, horizon)
@@ -229,7 +229,7 @@ class SeedProgram:
         `data`: the whole training set, shared by every seed.
         """
         self.compile_epoch(states, progress, data, settings, tf_var, config, horizon)
-        program = self._compiled[self._program_key(states, config, horizon)].executable
+        program = self._compiled[self._program_key(states, data, config, horizon)].executable
         return program(*self._epoch_args(states, progress, data, settings, tf_var, horizon))
 
     @functools.cached_property
