@@ -1,4 +1,4 @@
-"""A model trained with the PyTorch reference, written as a run directory of ours (SPEC e).
+"""A model trained with the PyTorch reference, written as a run directory of ours (docs/cli.md).
 
 The reference saves `checkpoint_<N>.tar`, a torch-pickled dict: `ouroboros` (the model's state
 dict), the structure fields `tau`, `n_layers`, `d_state`, `d_conv`, `expand_factor`, `n_kernel`

@@ -5,7 +5,7 @@ training (the data's own checks are `data.checks`; docs/data.md, "Bad input", li
 errors for a rollout horizon longer than the training segments and a --batch_size above their
 number (validation and test files without enough vocalisations are refused by the split); warnings for --spec_configs entries that no
 horizon of the run reaches and for horizons that no entry fits (those epochs use a fallback
-STFT, SPEC c.4). `describe_data` gives the console lines the reference prints: the split sizes
+STFT, docs/method.md "Objective"). `describe_data` gives the console lines the reference prints: the split sizes
 and the ONSET, OFFSET and MID counts.
 """
 
