@@ -1,6 +1,6 @@
 """PyTorch eager baseline: one full spectral-rollout training step of the polynomial Ouroboros.
 
-Written for this benchmark from the method specification (SPEC sections a, b, c, e), so that the
+Written for this benchmark from the method's description (docs/method.md), so that the
 JAX/PyTorch speed ratio can be measured in one run on one machine. It follows the reference's
 execution model ("eager" rollout backend): the RK4 rollout is a Python ``for`` loop over the
 horizon, one autograd node per operation; everything else is ordinary eager PyTorch.

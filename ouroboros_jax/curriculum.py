@@ -1,8 +1,8 @@
-"""Horizon curriculum and loss-weight warm-ups (SPEC c "Warm-ups", SPEC d).
+"""Horizon curriculum and loss-weight warm-ups (docs/method.md, "Horizon curriculum and warm-ups").
 
 Pure functions of the epoch. `epoch` is the global 0-based epoch of the run and `n_epochs` the
-run's total number of epochs, so seed culling does not restart the curriculum (DESIGN
-decision 1). Horizons are Python ints; the trainer passes them to its compiled programs as data,
+run's total number of epochs, so seed culling does not restart the curriculum (the reference's
+did). Horizons are Python ints; the trainer passes them to its compiled programs as data,
 one program per group of horizons that share their STFT configs (`program_horizons`).
 """
 
@@ -67,10 +67,10 @@ def distinct_horizons(n_epochs: int, h_min: int, h_max: int, schedule: str) -> t
 def program_horizons(horizons, stft_configs, env_sigma: float | None = None) -> dict[int, int]:
     """The compiled program that serves each horizon, named by its largest horizon.
 
-    Horizons share a program when they keep the same STFT configs (SPEC c.4: the set changes
-    only where an n_fft stops fitting) and, with envelope terms (`env_sigma` in samples), the
-    same envelope filter radius (capped at H - 1). The program rolls out to its largest horizon
-    and leaves the later steps out of the loss (`ouroboros_jax.losses`).
+    Horizons share a program when they keep the same STFT configs (docs/method.md, "Objective":
+    the set changes only where an n_fft stops fitting) and, with envelope terms (`env_sigma` in
+    samples), the same envelope filter radius (capped at H - 1). The program rolls out to its
+    largest horizon and leaves the later steps out of the loss (`ouroboros_jax.losses`).
 
     Example: horizons 512..2048 with n_fft 256, 512, 1024 -> 512..1023 served by the program of
     the largest of them below 1024, 1024..2048 by that of 2048.
@@ -98,7 +98,7 @@ def _ramp(epoch, warmup_epochs: int):
 def warmup_weights(
     epoch, weights: LossWeights, spec_warmup_epochs: int, env_warmup_epochs: int
 ) -> LossWeights:
-    """Loss weights of an epoch after the linear warm-ups (SPEC c "Warm-ups").
+    """Loss weights of an epoch after the linear warm-ups (docs/method.md, "Horizon curriculum and warm-ups").
 
     lam_spec is scaled by epoch / spec_warmup_epochs while epoch < spec_warmup_epochs (so epoch 0
     trains on the anchor alone); lam_env and lam_env_log share the ramp

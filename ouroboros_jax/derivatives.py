@@ -1,4 +1,4 @@
-"""Per-sample derivatives of audio by 9-point central differences (SPEC a.1).
+"""Per-sample derivatives of audio by 9-point central differences (docs/method.md, "The model").
 
 Units are per sample (not per second): multiply by 1/dt to get per-second values. Both stencils
 are 8th-order accurate, so they are exact on polynomials of degree <= 8 (first derivative) and

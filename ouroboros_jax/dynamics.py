@@ -1,4 +1,4 @@
-"""The ODE driven by the drives, its RK4 integration and the rollout (SPEC b, DESIGN decision 3).
+"""The ODE driven by the drives, its RK4 integration and the rollout (docs/method.md, "The ODE and the rollout").
 
 In rescaled time s = t / tau, with the drive of sample k held over step k:
 
@@ -7,7 +7,7 @@ In rescaled time s = t / tau, with the drive of sample k held over step k:
 
 One classic RK4 step of size h = dt / tau (1 when tau = dt) per sample, then the soft-tanh
 saturation x <- bx tanh(x / bx), v <- bv tanh(v / bv). With `clamp_stages` the kernel's input
-state is also soft-tanh bounded inside every RK4 stage (DESIGN decision 11): the degree-15
+state is also soft-tanh bounded inside every RK4 stage: the degree-15
 polynomial of an unbounded intermediate state overflows float32; off reproduces the reference.
 """
 

@@ -1,19 +1,20 @@
-"""Evaluation: autonomous integration, the autonomy score, deployed generation, seed ranking (SPEC g, h).
+"""Evaluation: autonomous integration, the autonomy score, deployed generation, seed ranking.
 
-The work is split where the data leave the device:
+docs/method.md ("Evaluation") states what each computes. The work is split where the data leave
+the device:
 
 - Device (JAX, pure, vmappable over a leading seed axis of stacked model states):
   `autonomous_outputs` computes the drives on whole vocalisations and integrates them from the
   data initial condition with the *training* integrator `dynamics.rollout` (classic RK4, held
-  drives, the same soft-tanh bounds; DESIGN decision 4), not the reference's spline-driven 3/8-rule
-  RK4 without bounds (B4).
+  drives, the same soft-tanh bounds), not the reference's spline-driven 3/8-rule RK4 without
+  bounds.
 - Host (NumPy/SciPy, after the integration): `correct`, `segment_score`, `autonomy_score`,
   `generate`'s detrend and rescale, and `rank_seeds`.
 
 Scoring takes the *raw* vocalisations and the *raw* autonomous outputs and detrends both with
 `correct`, as the reference's `autonomy_score` does to its target and its integrator does (with
 detrend=True) to its output. A bounded segment's score is floored at the divergence sentinel so
-that a bounded seed never ranks below a diverged one (DESIGN decision 12).
+that a bounded seed never ranks below a diverged one.
 """
 
 from collections.abc import Sequence
@@ -44,12 +45,12 @@ _COMPONENTS = ("spec_corr", "amp_pen", "pitch_pen", "lead_in_db", "onset_delay_m
 
 
 def correct(signal: np.ndarray) -> np.ndarray:
-    """Removes the slow trend: the signal minus its zero-phase Butterworth low-pass (SPEC g.1).
+    """Removes the slow trend: the signal minus its zero-phase Butterworth low-pass.
 
     Order-5 Butterworth in second-order sections, applied forward and backward by
     `scipy.signal.sosfiltfilt` with its defaults (odd extension, padlen 18), designed with
     fs = n and cutoff 100: a high-pass at 100 cycles per window, so its corner in Hz scales with
-    the window length (B17).
+    the window length, as in the reference.
 
     Args:
       signal: (..., n) with n > 200, filtered along the last axis.
@@ -110,7 +111,7 @@ def _peak_frequency(freqs: np.ndarray, psd: np.ndarray) -> float:
 def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fmax: float = 8000.0,
                   w_amp: float = 1.0, w_pitch: float = 1.0, diverge_score: float = -5.0,
                   rescale: bool = False, lead_in: int = 0) -> SegmentScore:
-    """Scores one autonomous output against its vocalisation (SPEC g.3, DESIGN decision 12).
+    """Scores one autonomous output against its vocalisation (docs/method.md, "Evaluation").
 
     Both are detrended with `correct` first. The output has diverged if it is not finite or its
     detrended standard deviation is below 1e-9. Otherwise (optionally after rescaling it to the
@@ -191,14 +192,14 @@ def autonomy_score(targets: Sequence[np.ndarray] | np.ndarray, outputs: Sequence
                    sample_rate: float, fmax: float = 8000.0, w_amp: float = 1.0, w_pitch: float = 1.0,
                    diverge_score: float = -5.0, rescale: bool = False, cold_start: bool = True,
                    lead_ins: Sequence[int] | None = None) -> Autonomy:
-    """The autonomy score of a model on a set of vocalisations (SPEC g.3).
+    """The autonomy score of a model on a set of vocalisations (docs/method.md, "Evaluation").
 
     Args:
       targets: V raw vocalisations, a (V, n) array or a sequence of 1-D arrays.
       outputs: the V raw autonomous outputs (`autonomous_outputs`), each as long as its target.
       sample_rate, fmax, w_amp, w_pitch, diverge_score, rescale: as in `segment_score`.
       cold_start: echoed in the breakdown; documents that the segments start with a silence
-        lead-in and changes nothing (B22).
+        lead-in and changes nothing, as in the reference.
       lead_ins: (V,) each segment's lead-in in samples, for the listening metrics; None: none.
 
     Returns:
@@ -243,7 +244,7 @@ def autonomy_summary(autonomy: Autonomy, seed: int = 0) -> dict:
 
 
 def autonomous_outputs(model: Ouroboros, x: jax.Array, dxdt: jax.Array, rollout_config: RolloutConfig) -> jax.Array:
-    """Integrates the model autonomously over whole vocalisations (SPEC g.2, DESIGN decision 4).
+    """Integrates the model autonomously over whole vocalisations (docs/method.md, "Evaluation").
 
     The drives come from the model on each whole vocalisation; the state starts at the data
     (x[:, 0], time_scale * dxdt[:, 0]) without noise and is integrated with the training
@@ -270,7 +271,7 @@ autonomous_outputs_jit = nnx.jit(autonomous_outputs, static_argnames="rollout_co
 
 def generate(model: Ouroboros, audio: np.ndarray, rollout_config: RolloutConfig, rescale: bool = True,
              ref_rms: float | None = None) -> np.ndarray:
-    """Deployed generation: the detrended autonomous output of the model on `audio` (SPEC g.4).
+    """Deployed generation: the detrended autonomous output of the model on `audio` (docs/method.md, "Evaluation").
 
     Each output is detrended with `correct` and, if `rescale` and it did not diverge (finite, std
     > 1e-9), scaled to the standard deviation `ref_rms` or, by default, that of its detrended
@@ -310,8 +311,8 @@ def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,
     """Orders seeds best first for culling (keep the first k) and selection (take the first).
 
     Higher validation autonomy first, ties broken by higher bounded fraction, then by seed
-    index. A NaN autonomy ranks after every number (the reference would select it, B9), and
-    seeds stopped as diverged during training rank after all others (DESIGN decisions 7, 11).
+    index. A NaN autonomy ranks after every number (the reference would select it), and seeds
+    stopped as diverged during training rank after all others (docs/method.md, "Evaluation").
 
     Args:
       val_autonomy: (S,) validation autonomy scores.

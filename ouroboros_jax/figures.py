@@ -1,4 +1,4 @@
-"""Figures of a trained model and of its training (SPEC j), as matplotlib `Figure`s.
+"""Figures of a trained model and of its training (docs/figures.md), as matplotlib `Figure`s.
 
 Pure functions of arrays: no files, no flags. `python -m ouroboros_jax.plot` and the training
 run load what they need, call these, and save or log the result.
@@ -104,7 +104,7 @@ def _draw_spectrogram(ax, times, freqs, log_magnitude, vmin, vmax):
 
 def specgram_figure(target: np.ndarray, output: np.ndarray, sample_rate: float, n_fft: int = 512, hop: int = 128,
                     fmax: float = 8000.0, title: str = "") -> Figure:
-    """The 2x2 figure of SPEC (j): target (top) and autonomous output (bottom).
+    """The 2x2 spectrogram figure (docs/figures.md): target (top) and autonomous output (bottom).
 
     Left, the waveforms; the output is drawn on the target's y-limits, so an output louder than
     the song runs off the axes. Right, the log10-magnitude spectrograms on one colour range (the
@@ -155,7 +155,7 @@ def epoch_means(scalars: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
     Args:
       scalars: tag -> (steps (N,), values (N,)).
-      batches_per_epoch: from the run's run.json, never assumed (DESIGN decision 10).
+      batches_per_epoch: from the run's run.json, never assumed.
 
     Returns:
       tag -> (epochs (E,), means (E,)): the epochs with a value, counted from 1.

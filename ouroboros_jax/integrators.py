@@ -1,6 +1,6 @@
-"""The rollout's integrators behind one interface (SPEC b): `integrate` runs the one that
-`RolloutConfig.backend` names, so that the training step does not know how the rollout is
-computed.
+"""The rollout's integrators behind one interface (docs/method.md, "The ODE and the rollout"):
+`integrate` runs the one that `RolloutConfig.backend` names, so that the training step does not
+know how the rollout is computed.
 
 - "scan": the H - 1 RK4 steps as one `lax.scan` (`dynamics.rollout`), differentiated by the
   discrete adjoint; it serves a traced horizon (`length`), so one program serves a curriculum.

@@ -1,4 +1,4 @@
-"""The training objective (SPEC c, legacy path of SPEC e): pure, jit-compatible loss terms.
+"""The training objective (docs/method.md, "Objective"): pure, jit-compatible loss terms.
 
 Spectral mode: `total = lam_spec * spec + lam_tf * tf + lam_env * env + lam_env_log * env_log`,
 with `spec` the multi-resolution STFT loss of the rollout against the target audio, `tf` the
@@ -87,7 +87,7 @@ def _sum_over(values: jax.Array, axes, valid=None) -> jax.Array:
 
 
 def stft_configs_for_horizon(configs, horizon: int) -> tuple:
-    """The STFT configs usable on a rollout of `horizon` samples (SPEC c.4).
+    """The STFT configs usable on a rollout of `horizon` samples.
 
     Keeps the configs with n_fft <= horizon; if none fits, a single config
     (n_fft, hop) = (max(16, horizon // 2), max(1, n_fft // 4)).
@@ -107,7 +107,7 @@ def stft_configs_for_horizon(configs, horizon: int) -> tuple:
 
 
 def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS, length=None) -> jax.Array:
-    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 (SPEC c.5).
+    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 (docs/method.md, "Objective").
 
     For each config kept by `stft_configs_for_horizon(configs, H)`, with A = |STFT(pred)| and
     G = |STFT(target)| per example:
@@ -145,9 +145,10 @@ def mrstft_loss(pred: jax.Array, target: jax.Array, configs=DEFAULT_STFT_CONFIGS
 
 
 def gaussian_envelope(y: jax.Array, sigma: float, length=None) -> jax.Array:
-    """Amplitude envelope: zero-phase Gaussian low-pass of |y| along the last axis (SPEC c.6).
+    """Amplitude envelope: zero-phase Gaussian low-pass of |y| along the last axis.
 
-    The filter radius is capped at H - 1 (DESIGN decision 5), so any H >= 2 works.
+    The filter radius is capped at H - 1, so any H >= 2 works (the reference's envelope fails
+    for H <= 265 at 2 ms and 44.1 kHz; docs/method.md, "Objective").
 
     Args:
       y: (..., H) signals.
@@ -169,7 +170,7 @@ def _time_mean(values: jax.Array, length=None) -> jax.Array:
 
 
 def envelope_l1_loss(pred: jax.Array, target: jax.Array, sigma: float, length=None) -> jax.Array:
-    """Target-normalised envelope L1 (SPEC c.6).
+    """Target-normalised envelope L1 (docs/method.md, "Objective").
 
     mean_b [ mean_t |e(pred) - e(target)| / (mean_t e(target) + 1e-6) ], e = `gaussian_envelope`.
 
@@ -191,7 +192,7 @@ def envelope_l1_loss(pred: jax.Array, target: jax.Array, sigma: float, length=No
 
 def envelope_log_loss(pred: jax.Array, target: jax.Array, sigma: float, eps: float = 1e-4,
                       length=None) -> jax.Array:
-    """Log-ratio envelope loss: mean_{b,t} |ln(e(pred) + eps) - ln(e(target) + eps)| (SPEC c.7).
+    """Log-ratio envelope loss: mean_{b,t} |ln(e(pred) + eps) - ln(e(target) + eps)|.
 
     Symmetric in over- and undershoot; eps is a noise floor that caps the penalty of a silent
     rollout at about ln(e(target) / eps).
@@ -233,10 +234,10 @@ def acceleration_anchor_loss(
 def teacher_acceleration_variance(d2x) -> float:
     """Variance of the teacher acceleration over the whole training set, floored at 1e-6.
 
-    Computed once on the host in float64 (DESIGN decision 6), instead of the reference's
-    batch-size-weighted mean of per-batch variances (SPEC B6). Unbiased (ddof = 1), like the
-    reference's per-batch torch variance, so a single batch reproduces the reference's value
-    exactly; over a training set (~1e7 values) ddof changes it by ~1e-7 relative.
+    Computed once on the host in float64, instead of the reference's batch-size-weighted mean of
+    per-batch variances (docs/method.md, "Objective"). Unbiased (ddof = 1), like the reference's
+    per-batch torch variance, so a single batch reproduces the reference's value exactly; over a
+    training set (~1e7 values) ddof changes it by ~1e-7 relative.
 
     Args:
       d2x: (N, L) teacher accelerations of all training segments, in s-units (NumPy).
@@ -248,7 +249,7 @@ def teacher_acceleration_variance(d2x) -> float:
 
 
 def mse_accel_loss(pred_accel: jax.Array, target_accel: jax.Array, W=None, lam=None) -> jax.Array:
-    """Legacy objective (SPEC e): mean_b sum_t (pred - target)^2, plus the kernel penalty.
+    """Legacy objective: mean_b sum_t (pred - target)^2, plus the kernel penalty.
 
     If `lam` is given, adds mean_b sum_{t,i,j} lam^(i+j) W[b,t,i,j]^2, which shrinks the
     high-order polynomial coefficients (lam > 1).
@@ -286,7 +287,7 @@ class LossWeights(NamedTuple):
 
 
 def total_loss(components: dict, weights: LossWeights) -> jax.Array:
-    """Weighted sum of the loss terms (SPEC c.8).
+    """Weighted sum of the loss terms (docs/method.md, "Objective").
 
     A term whose configured weight is 0 is not computed by the training step: it passes a 0.0
     constant for it (so a disabled term costs nothing and cannot make the total NaN).

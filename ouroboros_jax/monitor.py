@@ -3,8 +3,8 @@
     python -m ouroboros_jax.monitor --run_dir=runs/blk445              # one poll (e.g. from cron)
     python -m ouroboros_jax.monitor --run_dir=runs/blk445 --watch=900  # poll every 15 minutes
 
-Prints `status=<S> key=value ...` when there is something to report (SPEC j; the statuses are
-listed in ouroboros_jax/training/monitoring.py and docs/cli.md), nothing otherwise. The state
+Prints `status=<S> key=value ...` when there is something to report (the statuses are listed in
+ouroboros_jax/training/monitoring.py and docs/cli.md), nothing otherwise. The state
 kept between polls is a JSON file, by default in the run directory.
 """
 

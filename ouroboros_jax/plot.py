@@ -1,4 +1,4 @@
-"""`python -m ouroboros_jax.plot <command> [flags]`: figures of a trained run (SPEC j), as PNGs.
+"""`python -m ouroboros_jax.plot <command> [flags]`: figures of a trained run (docs/figures.md), as PNGs.
 
     python -m ouroboros_jax.plot specgram --run_dir=runs/demo [--seed=K] [--epoch=E] [--voc_idx=I] [--rescale]
     python -m ouroboros_jax.plot losses --run=demo:runs/demo [--run=label:run_dir ...] [--seed=K]
@@ -109,8 +109,7 @@ def specgram(run_dir, seed: int | None = None, epoch: int | None = None, voc_idx
 def loss_curves(run_dir, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-epoch means of a seed's TensorBoard scalars (`figures.epoch_means`).
 
-    Epochs come from the `batches_per_epoch` the run recorded in run.json, never assumed
-    (DESIGN decision 10).
+    Epochs come from the `batches_per_epoch` the run recorded in run.json, never assumed.
 
     Returns:
       tag -> (epochs (E,), means (E,)).

@@ -1,4 +1,4 @@
-"""Deployed generation: a trained run sings one syllable of any recording (SPEC g.4).
+"""Deployed generation: a trained run sings one syllable of any recording (docs/method.md, "Evaluation").
 
 The syllable is cut as the run's cold-start vocalisations are, [onset - lead-in, offset), and
 one seed of the run generates it autonomously from the window's first sample with the run's own

@@ -1,7 +1,7 @@
 """`python -m ouroboros_jax.train --flagfile=experiments/demo.flags`: the whole seed cross-validation.
 
 One flag per setting of `training.config.RunConfig` (every flag of the reference's entry point,
-SPEC i, in snake_case with its default, plus this project's), and the flags of the process:
+in snake_case with its default, plus this project's), and the flags of the process:
 the compilation cache and the multi-host coordinates. See docs/cli.md.
 """
 

@@ -1,4 +1,4 @@
-"""`convert`: a model trained with the PyTorch reference becomes a run of ours (SPEC e).
+"""`convert`: a model trained with the PyTorch reference becomes a run of ours (docs/cli.md).
 
 The checkpoint files are built here from the reference's golden small-model parameters, in the
 reference's format (a torch-pickled dict); those tests are skipped when torch is not installed.

@@ -1,4 +1,4 @@
-"""Horizon curriculum and warm-ups: reference tables, SPEC (d) examples, ramps."""
+"""Horizon curriculum and warm-ups: reference tables, the examples of docs/method.md, ramps."""
 
 import jax
 import jax.numpy as jnp

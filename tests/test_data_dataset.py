@@ -49,7 +49,7 @@ def test_training_windows_come_from_all_training_files_only(data_dir):
     assert (len(data.files.train), len(data.files.val), len(data.files.test)) == (8, 1, 1)
     train_tags = {int(p.stem[3:]) for p in data.files.train}
     assert source_tags(data.x) == train_tags
-    # DESIGN decision 6: no window-level holdout, every drawn window trains.
+    # No window-level holdout, every drawn window trains (docs/data.md, "Splits and the cold-start vocalisations").
     assert data.x.shape == (60, 400) and data.x.dtype == np.float32
     np.testing.assert_array_equal(np.bincount(data.categories), [24, 24, 12])
     assert data.categories.dtype == np.int32

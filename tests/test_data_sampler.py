@@ -1,4 +1,4 @@
-"""The edge-biased sampler of SPEC f.2: window positions, counts, replacement, determinism."""
+"""The edge-biased sampler (docs/data.md): window positions, counts, replacement, determinism."""
 
 import pathlib
 
@@ -121,7 +121,7 @@ def test_no_recording_or_no_window_gives_empty_segments():
 
 
 def reference_sampler(recordings, config, seed):
-    """The reference's loop (SPEC f.2), written out naively: Python lists and per-item draws."""
+    """The reference's loop, written out naively: Python lists and per-item draws."""
     rng = np.random.default_rng(seed)
     pools = {0: [], 1: [], 2: []}
     for r in recordings:

@@ -1,4 +1,4 @@
-"""File-level (SPEC f.4) and stratified (SPEC f.3) splits: count rules, order, determinism."""
+"""File-level and stratified splits (docs/data.md): count rules, order, determinism."""
 
 import pathlib
 

@@ -1,4 +1,4 @@
-"""The 9-point derivative stencils (SPEC a.1)."""
+"""The 9-point derivative stencils (docs/method.md, "The model")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The ODE, RK4 step, soft-tanh bounds and the rollout (SPEC b, DESIGN decisions 3 and 11)."""
+"""The ODE, RK4 step, soft-tanh bounds and the rollout (docs/method.md, "The ODE and the rollout")."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Evaluation: detrend, autonomy score (golden parity, floor), seed ranking, autonomous outputs (SPEC g, h)."""
+"""Evaluation: detrend, autonomy score (golden parity, floor), seed ranking, autonomous outputs (docs/method.md)."""
 
 import warnings
 
@@ -205,7 +205,7 @@ def test_segment_score_rejects_mismatched_lengths():
     "autonomy,bounded_frac,diverged,expected",
     [
         ([0.1, 0.5, -1.0], [1.0, 1.0, 1.0], None, [1, 0, 2]),  # higher autonomy first
-        ([np.nan, -4.0, 0.2], [1.0, 1.0, 1.0], None, [2, 1, 0]),  # NaN last (B9)
+        ([np.nan, -4.0, 0.2], [1.0, 1.0, 1.0], None, [2, 1, 0]),  # NaN last (the reference would select it)
         ([-5.0, -5.0, -5.0], [0.0, 1.0, 0.5], None, [1, 2, 0]),  # ties: higher bounded_frac first
         ([0.3, 0.3], [1.0, 1.0], None, [0, 1]),  # full ties keep seed order
         ([0.9, np.nan, 0.1], [1.0, 1.0, 1.0], [True, False, False], [2, 1, 0]),  # diverged after NaN

@@ -207,7 +207,7 @@ def test_envelope_log_loss_eps_caps_silence_penalty():
 @pytest.mark.parametrize("loss_fn", [envelope_l1_loss, envelope_log_loss])
 @pytest.mark.parametrize("horizon", [2, 100, 265])
 def test_envelope_losses_short_horizon(loss_fn, horizon):
-    # Radius round(3 * 88.2) = 265 >= H: the reference crashes here (SPEC B5); ours caps it.
+    # Radius round(3 * 88.2) = 265 >= H: the reference crashes here; ours caps it.
     pred, target = jnp.asarray(_tone(2, horizon, seed=1)), jnp.asarray(_tone(2, horizon, seed=2))
     env = gaussian_envelope(pred, SIGMA_2MS)
     chex.assert_shape(env, (2, horizon))

@@ -1,4 +1,4 @@
-"""The zero-phase Gaussian low-pass (SPEC a.4, DESIGN decision 5)."""
+"""The zero-phase Gaussian low-pass (docs/method.md, "The model": the drive low-pass)."""
 
 import jax.numpy as jnp
 import numpy as np

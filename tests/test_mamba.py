@@ -1,4 +1,4 @@
-"""The selective-SSM encoder (SPEC a.2)."""
+"""The selective-SSM encoder (docs/method.md, "The model")."""
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ def assert_uniform(values, low, high, what):
 
 
 def test_initialisation_follows_the_reference():
-    """PyTorch's defaults as the reference uses them (SPEC a.2, a.3), on the CLI-default model:
+    """PyTorch's defaults as the reference uses them (docs/method.md, "The model"), on the CLI-default model:
     every linear and conv weight U(+-fan_in^-1/2), dt log-uniform in [1e-3, 1e-1], A_log, D and the
     RMSNorm gains fixed, the heads U(+-2^-1/2) with keep_const's constant coefficient at exactly 0."""
     model = Ouroboros(ModelConfig(), rngs=nnx.Rngs(0))  # 3 layers, d_state 4, expand 10: d_inner 20

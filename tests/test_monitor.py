@@ -1,4 +1,4 @@
-"""`monitor`: SPEC (j)'s status line from a run's own logs, checkpoints and metadata (DESIGN decision 10)."""
+"""`monitor`: the status line (docs/cli.md) from a run's own logs, checkpoints and metadata."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""The polynomial Ouroboros: drives, structural zeros, low-pass, keep_const, osc_init (SPEC a)."""
+"""The polynomial Ouroboros: drives, structural zeros, low-pass, keep_const, osc_init (docs/method.md, "The model")."""
 
 import jax
 import jax.numpy as jnp
@@ -130,7 +130,7 @@ def test_drives_see_the_whole_segment():
 
 
 def test_time_scale_converts_velocity():
-    """With tau = 2 dt the model reads the velocity in rescaled time, v = (tau / dt) dx/dt (SPEC a.1),
+    """With tau = 2 dt the model reads the velocity in rescaled time, v = (tau / dt) dx/dt,
     in the encoders' input and in the kernel alike: its drives on (x, dx/dt) are those of the same
     weights at tau = dt on (x, 2 dx/dt), and K is the polynomial of (x, 2 dx/dt) by a naive loop."""
     settings = dict(n_kernels=2, n_layers=1, expand_factor=1, drive_lowpass_ms=0.0)

@@ -1,4 +1,4 @@
-"""Figures (SPEC j): the plot commands on a tiny trained run, the TensorBoard media, the selected figure.
+"""Figures (docs/figures.md): the plot commands on a tiny trained run, the TensorBoard media, the selected figure.
 
 The commands are called in-process as functions; the absl shell runs in a subprocess so that its
 flags never meet another CLI's in this process.

@@ -1,4 +1,4 @@
-"""The main job end to end: outputs, resume, culling, the CLI (SPEC h, i; DESIGN decisions 2, 7)."""
+"""The main job end to end: outputs, resume, culling, the CLI (docs/training.md, docs/cli.md)."""
 
 import csv
 import dataclasses
@@ -219,7 +219,7 @@ def test_culling_keeps_the_top_seeds_nan_last_bounded_frac_breaks_ties(tmp_path,
     assert load_run(tmp_path, epoch=2).seed_ids == (0, 1, 2) and load_run(tmp_path).seed_ids == (2,)
 
 
-MANIFEST_FIELDS = {  # SPEC (i) plus the fields the issue adds
+MANIFEST_FIELDS = {  # the reference's fields (docs/cli.md, "Outputs in `--out_dir`") plus ours
     "data_dir", "n_train_files", "n_val_files", "n_test_files", "selected_seed", "selected_lambda",
     "selected_val_autonomy", "selected_test_autonomy", "selected_test_breakdown", "context_len_s",
     "silence_prefix_ms", "silence_suffix_ms", "ratio", "max_segs", "drive_lowpass_ms", "keep_const", "osc_init",

@@ -336,7 +336,7 @@ def test_spec_configs_that_do_not_fit_the_horizons_are_warnings_naming_them(tmp_
     assert "--spec_configs: 128,32 never used: its n_fft is above the longest rollout horizon of the run, 64 " \
            "samples" in messages
     assert "--spec_configs: no entry has an n_fft within the rollout horizons 16, so those epochs use 16,4 at H=16 " \
-           "instead (SPEC c.4); add a shorter entry to choose their STFT" in messages
+           "instead (docs/method.md, \"Objective\"); add a shorter entry to choose their STFT" in messages
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         check_run_fits_data(tiny_config(tmp_path), tiny_data())

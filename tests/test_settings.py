@@ -147,7 +147,7 @@ def test_every_flagfile_builds_a_config(flagfile):
 
 
 def test_the_reference_recipe_is_the_defaults_but_its_culling():
-    """experiments/blk445.flags spells out the reference's recipe (SPEC i): every value it sets is
+    """experiments/blk445.flags spells out the reference's recipe: every value it sets is
     the setting's default, but for culling 0.4 of the epochs and its output folder."""
     config = cli.from_flags(RunConfig, parsed(RunConfig, "--flagfile=experiments/blk445.flags",
                                               "--data_dir=somewhere"))

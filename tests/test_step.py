@@ -1,4 +1,4 @@
-"""One training step: golden loss and gradient parity, skipping, clipping, learning (SPEC c, e)."""
+"""One training step: golden loss and gradient parity, skipping, clipping, learning (docs/method.md, "Objective")."""
 
 import dataclasses
 import functools
@@ -259,7 +259,7 @@ def test_mse_mode_reports_the_legacy_objective_with_the_run_s_penalty():
     optimizer, step = jitted_step(config, 1e-3)
     state, batch = fresh_state(optimizer), syllable()
     _, metrics = step(state, batch, DEFAULT_WEIGHTS, 1.0)
-    # The objective by hand (SPEC e, legacy mode): mean_b sum_t (y_hat - d2x)^2 + mean_b sum_{t,i,j} lam^(i+j) W^2.
+    # The objective by hand (legacy mode): mean_b sum_t (y_hat - d2x)^2 + mean_b sum_{t,i,j} lam^(i+j) W^2.
     drives = nnx.merge(model_graphdef(TINY), state.params)(batch.x, batch.dxdt)
     omega, gamma, W = (np.asarray(a, np.float64) for a in (drives.omega, drives.gamma, drives.W))
     x, v, d2x = (np.asarray(a, np.float64) for a in (batch.x, batch.dxdt, batch.d2x))

@@ -1,4 +1,4 @@
-"""`synthesize`: deployed generation of any syllable of any recording by a trained run (SPEC g.4)."""
+"""`synthesize`: deployed generation of any syllable of any recording by a trained run (docs/cli.md)."""
 
 import subprocess
 import sys

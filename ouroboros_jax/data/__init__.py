@@ -1,6 +1,6 @@
 """Data: recordings, annotations (ours and other tools' formats), syllable labels and types, the
 syllable segmenter, the edge-biased sampler, splits, cold-start vocalisations and the bundled
-example (SPEC section f)."""
+example (docs/data.md)."""
 
 from ouroboros_jax.data.annotation_formats import ANNOTATION_FORMATS, AnnotationSource
 from ouroboros_jax.data.annotations import (

@@ -1,4 +1,4 @@
-"""Syllable annotation files, the reference format (SPEC f.1).
+"""Syllable annotation files, the reference format (docs/data.md, "Annotation format").
 
 `<stem>.txt` beside `<stem>.wav`: a whitespace-separated table, one row per syllable, column 0
 the onset and column 1 the offset in seconds, and optionally column 2 the syllable's label (its

@@ -1,4 +1,4 @@
-"""Reading recordings: WAV and FLAC through soundfile, as mono float64 in [-1, 1] (SPEC f.1).
+"""Reading recordings: WAV and FLAC through soundfile, as mono float64 in [-1, 1] (docs/data.md, "Directory layout").
 
 16-bit PCM is divided by 32768 exactly as the reference does (so [-1, 1)). Other PCM widths
 (8, 24, 32 bit) are scaled by their full scale by libsndfile, which is exact for 24-bit

@@ -1,4 +1,4 @@
-"""From a data directory to everything training needs (SPEC f.3-f.4, DESIGN decision 6).
+"""From a data directory to everything training needs (docs/data.md).
 
 `load_training_data` lists the recordings, holds out whole files for validation and test, draws
 the edge-biased windows from the training files (all of them train: no window-level holdout),
@@ -33,13 +33,13 @@ from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.settings import setting
 
-# Samples spanned by the 9-point derivative stencils (SPEC a.1).
+# Samples spanned by the 9-point derivative stencils (docs/method.md, "The model").
 _STENCIL_WIDTH = 9
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the recordings are and what of them trains and is held out (SPEC f, i defaults).
+    """Where the recordings are and what of them trains and is held out (docs/data.md; the reference's defaults).
 
     Each field is the training CLI's flag of the same name (`ouroboros_jax.settings`). The
     windows drawn from the training files are the sampler's (`SamplerConfig`).
@@ -93,7 +93,7 @@ class TrainingData:
 
     Attributes:
       x: (N, L) float32 training windows (L = round(context_len * sample_rate)).
-      dxdt: (N, L) float32 first derivative per sample of each window (SPEC a.1).
+      dxdt: (N, L) float32 first derivative per sample of each window (`derivatives.first_derivative`).
       d2x: (N, L) float32 second derivative per sample squared of each window.
       categories: (N,) int32, `Category` ONSET = 0, OFFSET = 1, MID = 2.
       window_sources: (N, 2) int64 provenance of each window: (index into `files.train`, first sample).

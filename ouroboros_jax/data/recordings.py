@@ -1,4 +1,4 @@
-"""Annotated recordings: a `<stem>.wav` (or `.flac`) with its `<stem>.txt` (SPEC f.1) or another tool's file."""
+"""Annotated recordings: a `<stem>.wav` (or `.flac`) with its `<stem>.txt` or another tool's file (docs/data.md)."""
 
 import dataclasses
 import pathlib

@@ -1,4 +1,4 @@
-"""The edge-biased training sampler (SPEC f.2): ONSET, OFFSET and MID windows around syllables.
+"""The edge-biased training sampler (docs/data.md): ONSET, OFFSET and MID windows around syllables.
 
 Every annotated syllable offers up to three kinds of fixed-length window:
 
@@ -51,7 +51,7 @@ def parse_ratio(ratio: str | Sequence[float | str]) -> tuple[float, float, float
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """The sampler's settings (SPEC f.2, entry-point defaults); each field is the training CLI's
+    """The sampler's settings (the reference's entry-point defaults); each field is the training CLI's
     flag of the same name (`ouroboros_jax.settings`).
 
     `ratio` may be given as "0.4,0.4,0.2"; it is stored as a tuple of three floats.
@@ -155,7 +155,7 @@ class Segments:
 
 
 def sample_segments(recordings: Sequence[Recording], config: SamplerConfig, seed: int) -> Segments:
-    """Draws the edge-biased training windows from annotated recordings (SPEC f.2).
+    """Draws the edge-biased training windows from annotated recordings (docs/data.md, "The edge-biased sampler").
 
     Per category, `counts[c]` pool indices are drawn with `default_rng(seed).choice`,
     without replacement unless the pool is smaller than the count; empty pools are skipped (the

@@ -1,8 +1,9 @@
-"""Train/validation/test splits: file-level (SPEC f.4) and stratified by category (SPEC f.3).
+"""Train/validation/test splits: file-level and stratified by category.
 
 The training pipeline uses the file-level split only: every window from a training file trains
-(DESIGN decision 6), and validation is on held-out files. The stratified split of windows is
-kept for users who want a window-level holdout.
+(the reference set 20 % of them aside, unused), and validation is on held-out files. The
+stratified split of windows is kept for users who want a window-level holdout. docs/data.md
+("Splits and the cold-start vocalisations") describes both.
 """
 
 import dataclasses
@@ -79,7 +80,7 @@ def file_level_split(
 
 
 def stratified_split(categories: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits windows per category so each category keeps its share in both parts (SPEC f.3).
+    """Splits windows per category so each category keeps its share in both parts.
 
     One `default_rng(seed)` is shared across the categories in ascending order; each category's
     indices are shuffled and the first n_test = max(1, round(test_size n_c)) (0 if n_c == 1) go

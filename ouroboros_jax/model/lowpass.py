@@ -1,9 +1,9 @@
-"""Zero-phase Gaussian low-pass along time (SPEC a.4; also the envelope filter of SPEC c.6).
+"""Zero-phase Gaussian low-pass along time: the drive low-pass, and the envelope filter of the objective.
 
 Taps exp(-(n/sigma)^2 / 2) for n = -r..r, normalised to sum 1; the signal is reflect-padded by r
 (edge sample not repeated) and correlated, so the output has the input's length and no phase
 shift. The radius is round(3 sigma), capped at L - 1 so reflect padding is always possible
-(DESIGN.md decision 5) and floored at 1.
+and floored at 1 (docs/method.md, "The model" and "Objective").
 
 With a traced `length` the signal is the first `length` samples of a longer buffer (a rollout
 whose horizon is data, not shape): the reflection happens at sample length - 1, and outputs past

@@ -1,4 +1,4 @@
-"""The selective state-space (Mamba) encoder stack (SPEC a.2).
+"""The selective state-space (Mamba) encoder stack (docs/method.md, "The model").
 
 A stack is `n_layers` residual blocks `y = MambaBlock(RMSNorm(x)) + x` and nothing else (no
 embedding, no final norm). Initialisation follows the reference (mambapy 1.2.0 on PyTorch

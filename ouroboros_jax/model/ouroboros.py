@@ -1,4 +1,4 @@
-"""The polynomial Ouroboros: three Mamba encoders map an audio segment to its drives (SPEC a).
+"""The polynomial Ouroboros: three Mamba encoders map an audio segment to its drives (docs/method.md, "The model").
 
 The drives are omega(t) >= 0, gamma(t) and the kernel weights W(t) (P x P), held open-loop while
 the state (x, x') of
@@ -21,7 +21,7 @@ from ouroboros_jax.model.polynomial import kernel_value, structural_mask
 from ouroboros_jax.model.selective_scan import NUMBA_MIN_D_INNER, SCAN_IMPLS, ScanImpl
 from ouroboros_jax.settings import setting
 
-# osc_init constants (SPEC a.6): a marginal van-der-Pol-like limit cycle at initialisation.
+# osc_init constants (docs/method.md, "The model"): a marginal van-der-Pol-like limit cycle at initialisation.
 GAMMA_INIT = -0.01
 VDP_INIT = 0.02  # W[2, 1]: amplitude-dependent re-damping
 CUBIC_INIT = 0.01  # W[3, 0]: hardening spring
@@ -32,14 +32,14 @@ _D_MODEL = 2  # encoder width: the state features [x, x'] (d_data = 1 audio chan
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Capacity and structure of the model. Defaults are the reference's CLI defaults (SPEC a.9).
+    """Capacity and structure of the model. Defaults are the reference's CLI defaults (docs/cli.md, "Model").
 
     Attributes:
       n_kernels: highest power of x and x' in the kernel (nTerms); P = n_kernels + 1.
       n_layers, d_state, d_conv, expand_factor: each Mamba stack's shape.
       drive_lowpass_ms: sigma of the zero-phase Gaussian low-pass of the drives; 0 disables it.
       keep_const: keep the constant kernel coefficient W[0, 0].
-      osc_init: start as a marginal limit cycle (SPEC a.6).
+      osc_init: start as a marginal limit cycle (osc_init in docs/method.md, "The model").
       sample_rate: audio sample rate in Hz; dt = 1 / sample_rate.
       tau: model time constant in seconds; None means dt (one sample per unit of rescaled time).
       scan_impl: how the encoders' selective scan runs: "auto" (the fastest per backend and

@@ -1,4 +1,4 @@
-"""The polynomial kernel K = sum_ij W[i, j] x^i (x')^j and its structural zeros (SPEC a.3)."""
+"""The polynomial kernel K = sum_ij W[i, j] x^i (x')^j and its structural zeros (docs/method.md, "The model")."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Loads parameters named and laid out as the PyTorch reference's `state_dict` (SPEC a.2-a.3).
+"""Loads parameters named and laid out as the PyTorch reference's `state_dict`.
 
 Names: `{omega,gamma,kernel}_mamba.layers.{i}.norm.weight`, `...mixer.{in_proj,x_proj,out_proj}
 .weight`, `...mixer.conv1d.{weight,bias}`, `...mixer.dt_proj.{weight,bias}`, `...mixer.A_log`,

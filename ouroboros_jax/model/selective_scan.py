@@ -1,4 +1,4 @@
-"""The selective state-space recurrence of a Mamba layer, computed several ways (SPEC a.2).
+"""The selective state-space recurrence of a Mamba layer, computed several ways (docs/method.md, "The model").
 
 For one layer, with delta: (B, T, D), x: (B, T, D), A: (D, N), Bt, Ct: (B, T, N),
 

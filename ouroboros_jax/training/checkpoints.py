@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: all seeds' stacked states plus the run's bookkeeping.
 
-A checkpoint's step is the number of completed epochs (DESIGN decision 2), so resuming from step
+A checkpoint's step is the number of completed epochs (docs/training.md), so resuming from step
 e trains epoch e next and nothing twice. Saves are atomic (Orbax writes to a temporary directory
 and renames it when complete) and only the newest `max_saved` are kept. Saves are synchronous:
 a save that cannot be written (a full disk) raises `WriteError` in the caller and leaves the

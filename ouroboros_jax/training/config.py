@@ -49,7 +49,7 @@ def parse_spec_configs(text) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """What training minimises (SPEC c, e): the loss, its weights and warm-ups, the cold start."""
+    """What training minimises (docs/method.md, "Objective"): the loss, its weights and warm-ups, the cold start."""
 
     loss_mode: str = setting("spectral_rollout", "The method, or the legacy MSE baseline.", choices=LOSS_MODES)
     lam_spec: float = setting(1.0, "Weight of the multi-resolution STFT loss.")

@@ -1,4 +1,4 @@
-"""A model trained with the PyTorch reference, written as a run directory of ours (SPEC e).
+"""A model trained with the PyTorch reference, written as a run directory of ours (docs/cli.md).
 
 The reference saves `checkpoint_<N>.tar`, a torch-pickled dict: `ouroboros` (the model's state
 dict), the structure fields `tau`, `n_layers`, `d_state`, `d_conv`, `expand_factor`, `n_kernel`
@@ -135,7 +135,8 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     tau = None if math.isclose(reference.tau * sample_rate, 1.0, rel_tol=1e-6) else reference.tau
     if tau is not None:
         logging.warning("tau = %g s is not one sample at %d Hz: the reference integrated with one step per sample "
-                        "(SPEC B3), this run with dt / tau, so their rollouts differ", tau, sample_rate)
+                        "(docs/method.md, \"The ODE and the rollout\"), this run with dt / tau, so their rollouts "
+                        "differ", tau, sample_rate)
     s = reference.structure
     model = ModelConfig(n_kernels=s["n_kernel"], n_layers=s["n_layers"], d_state=s["d_state"], d_conv=s["d_conv"],
                         expand_factor=s["expand_factor"], drive_lowpass_ms=s["drive_lowpass_ms"],

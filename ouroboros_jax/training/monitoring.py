@@ -1,8 +1,8 @@
-"""Watching a run while it trains: one status line per poll, from the run's own files (SPEC j).
+"""Watching a run while it trains: one status line per poll, from the run's own files (docs/cli.md).
 
 `observe` reads what a poll needs from the run directory: the watched seed's TensorBoard
 scalars, the run's checkpoints, run.json (the batches per epoch come from there, never from a
-constant: DESIGN decision 10) and the age of the newest event file. `status` is pure: it
+constant as in the reference's monitor) and the age of the newest event file. `status` is pure: it
 compares those observations with the state kept from the previous polls and returns at most one
 line `status=<S> key=value ...` and the new state. `poll` ties them to a JSON state file.
 
@@ -44,7 +44,7 @@ _HISTORY = 200  # poll records kept in the state
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """When a poll reports what (SPEC j's constants assume a poll every 15 minutes)."""
+    """When a poll reports what (the reference monitor's constants, which assume a poll every 15 minutes)."""
 
     dead_after_s: float = 1800.0
     nan_spike: int = 50

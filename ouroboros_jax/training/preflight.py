@@ -3,10 +3,10 @@
 `check_run_fits_data` makes every check of the settings against the data that can be made before
 training (the data's own checks are `data.checks`; docs/data.md, "Bad input", lists both):
 errors for a rollout horizon longer than the training segments and a --batch_size above their
-number (validation and test files without enough vocalisations are refused by the split); warnings for --spec_configs entries that no
-horizon of the run reaches and for horizons that no entry fits (those epochs use a fallback
-STFT, SPEC c.4). `describe_data` gives the console lines the reference prints: the split sizes
-and the ONSET, OFFSET and MID counts.
+number (validation and test files without enough vocalisations are refused by the split); warnings
+for --spec_configs entries that no horizon of the run reaches and for horizons that no entry fits
+(those epochs use a fallback STFT, docs/method.md "Objective"). `describe_data` gives the console
+lines the reference prints: the split sizes and the ONSET, OFFSET and MID counts.
 """
 
 import numpy as np
@@ -41,7 +41,7 @@ def check_run_fits_data(config, data: TrainingData) -> None:
         fallbacks = "; ".join(f"{n_fft},{hop} at H={h}" for h in uncovered
                               for n_fft, hop in stft_configs_for_horizon(config.objective.spec_configs, h))
         logging.warning("--spec_configs: no entry has an n_fft within the rollout horizons %s, so those epochs use "
-                        "%s instead (SPEC c.4); add a shorter entry to choose their STFT",
+                        "%s instead (docs/method.md, \"Objective\"); add a shorter entry to choose their STFT",
                         ", ".join(map(str, uncovered)), fallbacks)
 
 

@@ -1,4 +1,4 @@
-"""What a run records about itself (SPEC h, i; docs/cli.md "Outputs").
+"""What a run records about itself (docs/cli.md, "Outputs in `--out_dir`").
 
 run.json (what tools need to read the run), the bookkeeping saved with every checkpoint, the
 rows of seed_cv.csv, the fields of selected_model.json, and the check that a resumed run is the

@@ -1,4 +1,4 @@
-"""The main job: seed cross-validation, culling, selection and outputs (SPEC h, i).
+"""The main job: seed cross-validation, culling, selection and outputs (docs/training.md, "What a run does").
 
 `train_and_evaluate(config)` locks the run directory, reads and checks the data, and then only
 sequences the transitions of `run_state` and does their I/O: the run starts fresh or from its

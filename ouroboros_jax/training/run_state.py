@@ -1,4 +1,4 @@
-"""The run as one state: a `RunState` and its transitions (DESIGN "The compiled seed cross-validation").
+"""The run as one state: a `RunState` and its transitions (docs/architecture.md, "From flags to outputs").
 
     state = init_run(setup, config)                                  # or restore_run(...)
     state, outcome = train_epoch(setup, config, state, train_set, tf_var)

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ouroboros_jax.errors import InputError
 
 # `highest`: full float32 products in the encoders and in every RK4 stage's kernel contraction;
-# `default` lets a GPU use TF32, which the chaotic rollout amplifies (DESIGN "Numerics traps").
+# `default` lets a GPU use TF32, which the chaotic rollout amplifies (docs/method.md, "Parity with the reference").
 MATMUL_PRECISIONS = ("highest", "default")
 
 

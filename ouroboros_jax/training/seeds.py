@@ -1,4 +1,4 @@
-"""All seeds of a run as one compiled program (DESIGN "The compiled seed cross-validation").
+"""All seeds of a run as one compiled program (docs/training.md, "What a run does").
 
 Every seed's `TrainState` is stacked on a leading axis of length S. One compiled call trains all
 seeds for one epoch: `lax.scan` over the epoch's batches inside `jit`, `vmap` over seeds. Each

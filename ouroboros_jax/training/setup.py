@@ -94,6 +94,7 @@ class Setup:
 
 def training_set(data: TrainingData, time_scale: float) -> Batch:
     """The training segments as the program trains on them: the teacher acceleration in rescaled
-    time (d2x * time_scale^2, SPEC a.1) and the cold start on ONSET segments (SPEC e.2)."""
+    time (d2x * time_scale^2, docs/method.md "The model") and the cold start on ONSET segments
+    (docs/method.md, "The ODE and the rollout")."""
     return Batch(np.asarray(data.x, np.float32), np.asarray(data.dxdt, np.float32),
                  np.asarray(data.d2x * time_scale**2, np.float32), np.asarray(data.categories == Category.ONSET))

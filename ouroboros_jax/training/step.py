@@ -1,4 +1,4 @@
-"""One optimisation step of ONE seed (SPEC c and the per-step part of e).
+"""One optimisation step of ONE seed (docs/method.md, "Objective": the objective and the training step).
 
 Pure functions in the optax style: a `TrainState` pytree in, a new one and the step's metrics
 out. The seed axis is added by `jax.vmap` over stacked states, never written here.
@@ -195,7 +195,7 @@ def init_train_state(config: ModelConfig, optimizer: optax.GradientTransformatio
 
 def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: float, config: StepConfig,
                     horizon=None) -> tuple[dict, Rollout]:
-    """The loss terms of SPEC (c) from already computed drives and initial state.
+    """The loss terms of docs/method.md ("Objective") from already computed drives and initial state.
 
     Args:
       drives: the model's drives for `batch` (B, L, ...).
