@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from ouroboros_jax.errors import check_setting
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import kernel_value
 from ouroboros_jax.settings import setting
@@ -83,6 +84,12 @@ class RolloutConfig:
             raise ValueError(f"kernel must be one of {ROLLOUT_KERNELS}, got {self.kernel!r}")
         if self.kernel == "numba" and self.gradient == "autodiff":
             raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
+        for name in ("bound_x", "bound_v"):  # None: no bound (library use; a flag always gives one)
+            value = getattr(self, name)
+            check_setting(value is None or value > 0, name, value, "must be positive")
+        check_setting(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
+        for name in ("unroll", "deer_max_iter"):
+            check_setting(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
 
 
 def resolve_rollout_kernel(config: RolloutConfig, backend: str | None = None, encoder_scan: str = "numba") -> str:

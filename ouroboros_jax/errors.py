@@ -35,6 +35,13 @@ class InputError(CommandError):
     exit_status = 2
 
 
+def check_setting(ok: bool, flag: str, value, why: str) -> None:
+    """Raises the `InputError` "--flag=value: why" unless `ok`: how each config group refuses a
+    setting that means nothing, in its own `__post_init__`."""
+    if not ok:
+        raise InputError(f"--{flag}={value}: {why}")
+
+
 class NoSeedSurvived(CommandError):
     """Every seed of a run diverged, so nothing could be selected (the run's records are written)."""
 

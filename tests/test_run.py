@@ -24,7 +24,7 @@ from ouroboros_jax.data import (
     load_training_data,
     segment_derivatives,
 )
-from ouroboros_jax.dynamics import teacher_acceleration
+from ouroboros_jax.dynamics import RolloutConfig, teacher_acceleration
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig
@@ -400,6 +400,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
     (["--spec_configs=256"], "--spec_configs=256"),
     (["--annotation_format=praat"], "--annotation_format=praat: not a format we read"),
     (["--bound_v=0"], "--bound_v=0.0: must be positive"),
+    (["--drive_lowpass_ms=-1"], "--drive_lowpass_ms=-1.0: must be >= 0"),
     (["--seed_chunk=-1"], "--seed_chunk=-1: must be >= 0"),
     (["--media_seeds=-1"], "--media_seeds=-1: must be >= 0"),
     (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
@@ -410,6 +411,18 @@ def test_bad_settings_are_refused_when_the_config_is_built(flags, message):
     with pytest.raises(InputError) as refused:
         cli.from_flags(RunConfig, parsed(RunConfig, "--flagfile=experiments/demo.flags", *flags))
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: ModelConfig(n_kernels=0), "--n_kernels=0: must be at least 1"),
+    (lambda: ModelConfig(d_conv=-2), "--d_conv=-2: must be at least 1"),
+    (lambda: RolloutConfig(bound_x=0.0), "--bound_x=0.0: must be positive"),
+    (lambda: RolloutConfig(deer_max_iter=0), "--deer_max_iter=0: must be at least 1"),
+])
+def test_each_config_group_refuses_its_own_bad_settings(make, message):
+    """A model or a rollout built by library code meets the same checks as one built from flags."""
+    with pytest.raises(InputError, match=f"^{message}"):
+        make()
 
 
 def test_a_flag_outside_its_choices_is_refused_by_absl():

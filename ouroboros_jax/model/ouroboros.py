@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ouroboros_jax.errors import check_setting
 from ouroboros_jax.model.lowpass import gaussian_lowpass
 from ouroboros_jax.model.mamba import MambaEncoder, uniform_init
 from ouroboros_jax.model.polynomial import kernel_value, structural_mask
@@ -64,6 +65,10 @@ class ModelConfig:
     def __post_init__(self):
         if self.scan_impl not in SCAN_IMPLS:
             raise ValueError(f"scan_impl must be one of {SCAN_IMPLS}, got {self.scan_impl!r}")
+        for name in ("n_kernels", "n_layers", "d_state", "d_conv", "expand_factor"):
+            check_setting(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        check_setting(self.drive_lowpass_ms >= 0, "drive_lowpass_ms", self.drive_lowpass_ms,
+                      "must be >= 0 (0: no low-pass)")
 
     @property
     def n_poly(self) -> int:

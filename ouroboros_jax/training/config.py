@@ -16,6 +16,7 @@ from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import DataConfig, SamplerConfig
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.errors import check_setting as _check
 from ouroboros_jax.evaluation import RANK_STATISTICS
 from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
@@ -27,11 +28,6 @@ from ouroboros_jax.training.sweep import SWEEPABLE, n_members, parse_sweep
 LR_SCHEDULES = ("constant", "cosine")
 # What may change when a run is resumed: where it is, how far it goes, how it uses the machine.
 _NOT_FINGERPRINTED = ("out_dir", "n_epochs", "seed_chunk", "media_seeds")
-
-
-def _check(ok: bool, flag: str, value, why: str) -> None:
-    if not ok:
-        raise InputError(f"--{flag}={value}: {why}")
 
 
 def parse_spec_configs(text) -> tuple:
@@ -125,8 +121,6 @@ class RunConfig:
     def __post_init__(self):
         for name in ("n_epochs", "n_seeds", "batch_size", "h_max", "max_saved", "max_consecutive_skips"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        for name in ("n_kernels", "n_layers", "d_state", "d_conv", "expand_factor"):
-            _check(getattr(self.model, name) >= 1, name, getattr(self.model, name), "must be at least 1")
         _check(self.seed >= 0, "seed", self.seed, "must not be negative")
         _check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a positive number")
         _check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1); 0 turns the average off")
@@ -154,11 +148,6 @@ class RunConfig:
                f"must be in [1, --h_max={self.h_max}]")
         _check(self.save_freq >= 0, "save_freq", self.save_freq, "must be >= 0 (0: only at the end)")
         _check(self.grad_clip > 0, "grad_clip", self.grad_clip, "must be positive")
-        r = self.rollout
-        for name in ("bound_x", "bound_v", "deer_tol"):
-            _check(getattr(r, name) > 0, name, getattr(r, name), "must be positive")
-        for name in ("unroll", "deer_max_iter"):
-            _check(getattr(r, name) >= 1, name, getattr(r, name), "must be at least 1")
         _check(self.seed_chunk >= 0, "seed_chunk", self.seed_chunk, "must be >= 0 (0: every seed in one vmapped chunk)")
         _check(self.media_seeds >= 0, "media_seeds", self.media_seeds, "must be >= 0 (0: no audio or figures)")
 
