@@ -86,7 +86,7 @@ class RolloutConfig:
             raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
         for name in ("bound_x", "bound_v"):  # None: no bound (library use; a flag always gives one)
             value = getattr(self, name)
-            check_setting(value is None or value > 0, name, value, "must be positive")
+            check_setting(value is None or 0 < value < float("inf"), name, value, "must be a positive number")
         check_setting(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
         for name in ("unroll", "deer_max_iter"):
             check_setting(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")

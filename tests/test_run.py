@@ -399,8 +399,15 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, message):
     (["--ratio=1,2"], "--ratio"),
     (["--spec_configs=256"], "--spec_configs=256"),
     (["--annotation_format=praat"], "--annotation_format=praat: not a format we read"),
-    (["--bound_v=0"], "--bound_v=0.0: must be positive"),
+    (["--bound_v=0"], "--bound_v=0.0: must be a positive number"),
     (["--drive_lowpass_ms=-1"], "--drive_lowpass_ms=-1.0: must be >= 0"),
+    (["--ic_noise_rms=-1"], "--ic_noise_rms=-1.0: must be a number >= 0"),
+    (["--lam_spec=-1"], "--lam_spec=-1.0: must be a number >= 0"),
+    (["--lam_tf=nan"], "--lam_tf=nan: must be a number >= 0"),
+    (["--lam_env=1", "--env_ms=0"], "--env_ms=0.0: must be a positive number"),
+    (["--spec_warmup_epochs=-3"], "--spec_warmup_epochs=-3: must be >= 0"),
+    (["--bound_x=inf"], "--bound_x=inf: must be a positive number"),
+    (["--sweep=lr=1e-3,1e-3"], "--sweep=lr=1e-3,1e-3: lr=0.001 is given twice"),
     (["--seed_chunk=-1"], "--seed_chunk=-1: must be >= 0"),
     (["--media_seeds=-1"], "--media_seeds=-1: must be >= 0"),
     (["--sweep=momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr,"),
@@ -416,7 +423,7 @@ def test_bad_settings_are_refused_when_the_config_is_built(flags, message):
 @pytest.mark.parametrize("make,message", [
     (lambda: ModelConfig(n_kernels=0), "--n_kernels=0: must be at least 1"),
     (lambda: ModelConfig(d_conv=-2), "--d_conv=-2: must be at least 1"),
-    (lambda: RolloutConfig(bound_x=0.0), "--bound_x=0.0: must be positive"),
+    (lambda: RolloutConfig(bound_x=0.0), "--bound_x=0.0: must be a positive number"),
     (lambda: RolloutConfig(deer_max_iter=0), "--deer_max_iter=0: must be at least 1"),
 ])
 def test_each_config_group_refuses_its_own_bad_settings(make, message):

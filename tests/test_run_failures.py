@@ -61,8 +61,8 @@ def assert_one_error_line(result, status, message):
 @pytest.mark.parametrize("overrides,message", [
     (dict(lr=math.inf), "--lr=inf: must be a positive number"),
     (dict(lr=math.nan), "--lr=nan: must be a positive number"),
-    (dict(bound_v=0.0), "--bound_v=0.0: must be positive"),
-    (dict(bound_x=-1.0), "--bound_x=-1.0: must be positive"),
+    (dict(bound_v=0.0), "--bound_v=0.0: must be a positive number"),
+    (dict(bound_x=-1.0), "--bound_x=-1.0: must be a positive number"),
     (dict(n_val_vocs=0, min_eval_vocs=0), "--n_val_vocs=0: seeds are culled and selected by"),
     (dict(n_test_vocs=0, min_eval_vocs=0), "--n_test_vocs=0: the selected model is judged by its score on the test"),
     (dict(n_test_vocs=1), "--n_test_vocs=1: below --min_eval_vocs=2, so fewer would be scored"),

@@ -65,6 +65,14 @@ class ObjectiveConfig:
         _check(self.loss_mode in LOSS_MODES, "loss_mode", self.loss_mode, f"must be one of {LOSS_MODES}")
         _check(all(n >= 1 and h >= 1 for n, h in self.spec_configs), "spec_configs", self.spec_configs,
                "needs positive n_fft,hop pairs")
+        for name in ("lam_spec", "lam_tf", "lam_env", "lam_env_log", "ic_noise_rms"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, name, value, "must be a number >= 0 (0 turns it off)")
+        for name in ("env_ms", "env_log_eps"):  # the envelope's width and floor: 0 makes every step non-finite
+            _check(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
+                   "must be a positive number")
+        for name in ("spec_warmup_epochs", "env_warmup_epochs"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0 (0: no warm-up)")
 
     @property
     def weights(self) -> LossWeights:
