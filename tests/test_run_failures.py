@@ -150,6 +150,21 @@ def test_the_lock_of_a_killed_run_refuses_while_it_lives_and_is_taken_over_after
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+@pytest.mark.parametrize("content", [b"1", b"[]", b'{"pid": 7, "started": "yesterday"}', b"\xff\xfe", b'{"pid"'])
+def test_a_lock_file_that_is_not_ours_or_cut_short_is_taken_over(tmp_path, content):
+    (tmp_path / LOCK_FILE).write_bytes(content)  # no process holds it
+    with RunLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_held_lock_with_odd_contents_is_still_described_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / LOCK_FILE).write_bytes(b'{"pid": 7, "started": "yesterday"}')
+    monkeypatch.setattr(lock_module.fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(BlockingIOError()))
+    with pytest.raises(InputError, match=r"another run is using it \(process 7 on host \?, started \?\); wait"):
+        RunLock(tmp_path).__enter__()
+
+
 # --- a write that fails ends the run in one line, without hanging (item 2) -------------------
 
 

@@ -25,15 +25,19 @@ _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _describe(holder: dict) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"])) if "started" in holder else "?"
+    started = holder.get("started")
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
     return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {started}"
 
 
 def _read(fd: int) -> dict:
+    """The holder the lock file records; {} for an empty one, one cut short by a crash while it was
+    being written, or one that is not ours (any other content)."""
     try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except ValueError:  # a lock file cut short by a crash while it was being written
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _inode(path: pathlib.Path) -> int | None:
