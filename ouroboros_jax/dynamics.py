@@ -13,6 +13,7 @@ polynomial of an unbounded intermediate state overflows float32; off reproduces 
 
 import dataclasses
 import functools
+import math
 from typing import Literal
 
 import jax
@@ -86,7 +87,8 @@ class RolloutConfig:
             raise ValueError("gradient='autodiff' differentiates the lax.scan: it needs kernel 'xla' (or 'auto')")
         for name in ("bound_x", "bound_v"):  # None: no bound (library use; a flag always gives one)
             value = getattr(self, name)
-            check_setting(value is None or 0 < value < float("inf"), name, value, "must be a positive number")
+            positive = value is None or (math.isfinite(value) and value > 0)
+            check_setting(positive, name, value, "must be a positive number")
         check_setting(self.deer_tol > 0, "deer_tol", self.deer_tol, "must be positive")
         for name in ("unroll", "deer_max_iter"):
             check_setting(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")

@@ -2,6 +2,7 @@
 the matmul precision. The multi-process behaviour is tests/test_multiprocess.py."""
 
 import contextlib
+import csv
 import dataclasses
 import functools
 import json
@@ -141,8 +142,6 @@ def test_on_several_devices_each_trains_its_own_seeds_without_collectives(tmp_pa
 def test_culling_into_the_same_padded_stack_reuses_its_program(tmp_path, capsys):
     """4 seeds in chunks of 4, culled to 2 after epoch 1: the stack stays 4 long (2 of them inactive
     padding), so epoch 2 runs the program of epoch 1 (it used to end in an AttributeError)."""
-    import csv
-
     from ouroboros_jax.training.run import train_and_evaluate
     from tests.test_run import tiny_run_config
 

@@ -32,6 +32,7 @@ def test_parse_sweep_keeps_names_and_values_in_order():
 @pytest.mark.parametrize("texts,message", [
     (["momentum=0.9"], "--sweep=momentum=0.9: expected NAME=v1,v2,... with NAME one of lr, grad_clip"),
     (["lr=1e-3", "lr=3e-3"], "--sweep=lr=3e-3: lr is swept twice"),
+    (["lr=1e-3,1e-3"], "--sweep=lr=1e-3,1e-3: lr=0.001 is given twice"),
     (["lr=0,1e-3"], "--sweep=lr=0,1e-3: expected lr=v1,v2,... with positive numbers"),
     (["lam_env=-1"], "--sweep=lam_env=-1: expected lam_env=v1,v2,... with non-negative numbers"),
     (["lam_tf=a,b"], "non-negative numbers"),

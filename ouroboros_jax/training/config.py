@@ -69,8 +69,8 @@ class ObjectiveConfig:
             value = getattr(self, name)
             _check(math.isfinite(value) and value >= 0, name, value, "must be a number >= 0 (0 turns it off)")
         for name in ("env_ms", "env_log_eps"):  # the envelope's width and floor: 0 makes every step non-finite
-            _check(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
-                   "must be a positive number")
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0, name, value, "must be a positive number")
         for name in ("spec_warmup_epochs", "env_warmup_epochs"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0 (0: no warm-up)")
 

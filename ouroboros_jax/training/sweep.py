@@ -48,7 +48,7 @@ def parse_sweep(texts) -> tuple:
         if not numbers or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in numbers):
             kind = "positive" if positive else "non-negative"
             raise InputError(f"--sweep={text}: expected {name}=v1,v2,... with {kind} numbers")
-        repeated = sorted({v for v in numbers if numbers.count(v) > 1})
+        repeated = [v for v in numbers if numbers.count(v) > 1]
         if repeated:
             raise InputError(f"--sweep={text}: {name}={repeated[0]:g} is given twice; its members would train alike")
         seen.add(name)
