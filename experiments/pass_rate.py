@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ouroboros_jax.training.events import read_scalars
-from ouroboros_jax.training.records import member_folder
+from ouroboros_jax.training.run_dir import member_folder
 
 BOUNDED_EPOCH, MIN_BOUNDED, MIN_SPEC_CORR = 10, 0.9, 0.5
 MAX_LEAD_IN_DB, MAX_ONSET_DELAY_MS = -30.0, 10.0

@@ -91,10 +91,15 @@ class HeldStderr:
     """
 
     def __enter__(self) -> "HeldStderr":
+        self._discard = False
         sys.stderr.flush()
         self._real, self._held = os.dup(2), tempfile.TemporaryFile()
         os.dup2(self._held.fileno(), 2)
         return self
+
+    def discard(self) -> None:
+        """Drops what is held at the end of the block (a failure's noise, which its one line replaces)."""
+        self._discard = True
 
     def drop_for_good(self) -> None:
         global _error_line_stream
@@ -111,7 +116,7 @@ class HeldStderr:
             os.dup2(self._real, 2)
             os.close(self._real)
             self._held.seek(0)
-            held = self._held.read()
+            held = b"" if self._discard else self._held.read()
             while held:
                 held = held[os.write(2, held):]
         self._held.close()
@@ -127,13 +132,12 @@ def report_input_errors(main):
             return main(argv)
         except CommandError as e:
             print(f"error: {e}", file=_error_line_stream or sys.stderr, flush=True)
-            if isinstance(e, WriteError):
-                # Worker threads of a failed write (Orbax's) may still be failing: end now, so that they can
-                # neither block the exit nor print after the last line.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(e.exit_status)
-            sys.exit(e.exit_status)
+            # Worker threads (Orbax's, of a failed write or of a checkpoint manager being closed) may
+            # still be running: end now, so that they can neither block the exit nor print a traceback
+            # after the last line. Every file of ours is written (and renamed) synchronously before this.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_status)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             sys.exit(INTERRUPTED_STATUS)

@@ -9,7 +9,6 @@ functions (`specgram`, `losses`, `drives`) that take the flags as arguments; the
 themselves are drawn by `ouroboros_jax.figures`. See docs/figures.md.
 """
 
-import json
 import pathlib
 from collections.abc import Sequence
 
@@ -33,8 +32,7 @@ from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.logbook import console
 from ouroboros_jax.training.outputs import write_png
-from ouroboros_jax.training.records import member_folder
-from ouroboros_jax.training.run import RUN_INFO
+from ouroboros_jax.training.run_dir import RUN_INFO, member_folder, read_run_info
 from ouroboros_jax.training.sweep import member_label
 from ouroboros_jax.training.trained import TrainedRun, load_run
 
@@ -115,10 +113,7 @@ def loss_curves(run_dir, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarra
       tag -> (epochs (E,), means (E,)).
     """
     run_dir = pathlib.Path(run_dir)
-    info_path = run_dir / RUN_INFO
-    if not info_path.is_file():
-        raise InputError(f"{run_dir}: no {RUN_INFO}; --run=label:run_dir takes the --out_dir of a training run")
-    info = json.loads(info_path.read_text())
+    info = read_run_info(run_dir, "--run")
     if seed not in info["seeds"]:
         raise InputError(f"--seed={seed}: the run's seeds are {info['seeds']}")
     folder = run_dir / member_folder(info, seed)

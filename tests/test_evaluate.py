@@ -13,7 +13,8 @@ import soundfile as sf
 from ouroboros_jax.data.example_data import example_data_dir
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.training.events import read_scalars
-from ouroboros_jax.training.records import VOCALISATION_COLUMNS, member_folder
+from ouroboros_jax.training.records import VOCALISATION_COLUMNS
+from ouroboros_jax.training.run_dir import member_folder
 from ouroboros_jax.training.run_scores import COLUMNS, score_run
 from tests.test_run import REPO
 

@@ -6,7 +6,8 @@ import sys
 import warnings
 
 from ouroboros_jax.training import library_log
-from ouroboros_jax.training.library_log import LIBRARIES_LOG, libraries_logged_to
+from ouroboros_jax.training.library_log import libraries_logged_to
+from ouroboros_jax.training.run_dir import LIBRARIES_LOG
 
 
 def _record(pathname: str, message: str) -> logging.LogRecord:

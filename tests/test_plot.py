@@ -21,7 +21,7 @@ from ouroboros_jax import figures, plot
 from ouroboros_jax.data import load_training_data
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.evaluation import correct, generate
-from ouroboros_jax.training.run import SPECGRAM
+from ouroboros_jax.training.run_dir import SPECGRAM
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import REPO, tiny_config
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ouroboros_jax.curriculum import horizon_for_epoch
-from ouroboros_jax.errors import InputError, NoSeedSurvived
+from ouroboros_jax.errors import InputError, NoSeedSurvived, WriteError
 from ouroboros_jax.training import lock as lock_module
 from ouroboros_jax.training import setup as run_setup
 from ouroboros_jax.training.checkpoints import completed_epochs
@@ -108,10 +108,13 @@ def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, co
         patch.setattr(pathlib.Path, "mkdir", refuse)
         with pytest.raises(InputError, match=rf"^--out_dir={tmp_path / 'new'}: cannot be made \({reason}\)"):
             make_output_dir(tmp_path / "new", "--out_dir")
+    # A read-only file system is a failed write (exit status 4, like a full disk): the run resumes
+    # once it is writable; a folder the user may not write is theirs to change (status 2).
+    failure = ((WriteError, rf"^cannot write {tmp_path}/run.lock: {reason} \(") if code == errno.EROFS else
+               (InputError, rf"^--out_dir={tmp_path}: cannot write there \({reason}\); choose a writable --out_dir"))
     with monkeypatch.context() as patch:
         patch.setattr(lock_module.os, "open", refuse)
-        with pytest.raises(InputError, match=rf"^--out_dir={tmp_path}: cannot write there \({reason}\); choose a "
-                                             "writable --out_dir"):
+        with pytest.raises(failure[0], match=failure[1]):
             RunLock(tmp_path).__enter__()
 
 

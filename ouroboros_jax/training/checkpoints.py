@@ -5,16 +5,28 @@ e trains epoch e next and nothing twice. Saves are atomic (Orbax writes to a tem
 and renames it when complete) and only the newest `max_saved` are kept. Saves are synchronous:
 a save that cannot be written (a full disk) raises `WriteError` in the caller and leaves the
 checkpoints before it as they were; what it wrote is removed when the directory is opened next.
+A checkpoint whose files cannot be read back (truncated, deleted, not JSON) raises
+`DamagedCheckpoint`, naming it; `set_aside` renames it `<epoch>.damaged`, out of the run's way.
 """
 
 import os
 import pathlib
 import re
+import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 
-from ouroboros_jax.errors import HeldStderr, WriteError
+from ouroboros_jax.errors import HeldStderr, InputError, WriteError
+
+
+class DamagedCheckpoint(InputError):
+    """A checkpoint's files cannot be read back: `path` and `reason` (the first line of the failure)."""
+
+    def __init__(self, path: pathlib.Path, reason: str):
+        super().__init__(f"the checkpoint {path} is damaged ({reason})")
+        self.path, self.reason = path, reason
 
 
 def completed_epochs(directory: pathlib.Path) -> list[int]:
@@ -58,6 +70,26 @@ def _write_failure(error: Exception) -> str | None:
     return os.strerror(int(code.group(1))) if code else None
 
 
+def _is_abandoned_read(unraisable) -> bool:
+    return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+
+
+def _silence_abandoned_reads() -> None:
+    """After a failed restore, TensorStore's threads still complete the reads Orbax abandoned, into
+    its closed event loop, each reported as an unraisable RuntimeError with a traceback, seconds
+    later: those (and only those) are dropped from then on."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        if not _is_abandoned_read(unraisable):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
 class Checkpoints:
     """The checkpoints of one run directory (`<out_dir>/checkpoints/<epochs completed>/`); a context manager."""
 
@@ -97,13 +129,47 @@ class Checkpoints:
                 raise WriteError.at(self._directory / str(epoch), reason) from None
 
     def meta(self, epoch: int) -> dict:
-        return self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        """The bookkeeping saved at `epoch`.
+
+        Raises:
+          DamagedCheckpoint: its files cannot be read back.
+        """
+        meta = self._read(epoch, meta=ocp.args.JsonRestore())["meta"]
+        if not isinstance(meta, dict):
+            raise DamagedCheckpoint(self._directory / str(epoch), "its meta is not a JSON object")
+        return meta
 
     def restore(self, epoch: int, like):
-        """The state saved at `epoch`, shaped like the pytree `like` (arrays or ShapeDtypeStructs)."""
+        """The state saved at `epoch`, shaped like the pytree `like` (arrays or ShapeDtypeStructs).
+
+        Raises:
+          DamagedCheckpoint: its files cannot be read back.
+        """
         abstract = jax.tree_util.tree_map(_saveable_like, like)
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        return _from_saveable(restored["state"], like)
+        return _from_saveable(self._read(epoch, state=ocp.args.StandardRestore(abstract))["state"], like)
+
+    def _read(self, epoch: int, **items):
+        # Orbax reports a truncated array file as a ValueError from TensorStore, cut-short JSON as a
+        # JSONDecodeError (a ValueError), missing files as FileNotFoundError or a KeyError naming the
+        # item; a checkpoint of a layout not ours (another tool's folder) as a KeyError too.
+        with HeldStderr() as stderr:
+            try:
+                return self._manager.restore(epoch, args=ocp.args.Composite(**items))
+            except (OSError, ValueError, KeyError) as e:
+                stderr.discard()
+                _silence_abandoned_reads()
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DamagedCheckpoint(self._directory / str(epoch), reason[:200]) from None
+
+    def set_aside(self, epoch: int) -> pathlib.Path:
+        """Renames the checkpoint of `epoch` to `<epoch>.damaged` (kept for a look, never read again;
+        a later one of that name is replaced) and returns the new path."""
+        aside = self._directory / f"{epoch}.damaged"
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(self._directory / str(epoch), aside)
+        self._manager.reload()
+        return aside
 
     def close(self) -> None:
         self._manager.close()

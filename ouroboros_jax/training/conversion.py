@@ -28,7 +28,7 @@ from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.outputs import make_output_dir, write_json
 from ouroboros_jax.training.records import run_info
-from ouroboros_jax.training.run import RUN_INFO
+from ouroboros_jax.training.run_dir import RUN_INFO, checkpoints_dir
 from ouroboros_jax.training.run_state import Records, RunState, save_run
 from ouroboros_jax.training.setup import Setup
 
@@ -125,7 +125,7 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
         `data_dir` without recordings, a model whose parameters do not fit its structure fields.
     """
     out_dir = pathlib.Path(out_dir)
-    if (out_dir / RUN_INFO).exists() or (out_dir / "checkpoints").exists():
+    if (out_dir / RUN_INFO).exists() or checkpoints_dir(out_dir).exists():
         raise InputError(f"--out_dir={out_dir}: already holds a run; choose a new directory")
     if data_dir is not None:
         list_audio_files(resolve_data_dir(data_dir), "--data_dir")
@@ -154,7 +154,7 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
     state = RunState(*setup.place(*setup.init(config, [0], nnx.state(ouroboros))), (0,), Records(), reference.epoch)
 
     make_output_dir(out_dir, "--out_dir")
-    checkpoints = Checkpoints(out_dir / "checkpoints", config.max_saved)
+    checkpoints = Checkpoints(checkpoints_dir(out_dir), config.max_saved)
     try:
         save_run(checkpoints, config, state)
     finally:

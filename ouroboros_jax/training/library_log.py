@@ -12,7 +12,8 @@ import contextlib
 import logging
 import pathlib
 
-LIBRARIES_LOG = "libraries.log"
+from ouroboros_jax.training.run_dir import LIBRARIES_LOG
+
 _PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 
 

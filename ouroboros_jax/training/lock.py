@@ -18,10 +18,11 @@ import time
 from absl import logging
 
 from ouroboros_jax.errors import InputError, WriteError
+from ouroboros_jax.training.run_dir import LOCK_FILE
 
-LOCK_FILE = "run.lock"
-# The user cannot write there: say so, rather than blame the disk.
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+# The user may not write there: say so, rather than blame the disk (a read-only file system is a
+# write failure, exit status 4, like a full disk: the run resumes once it is writable again).
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM)
 
 
 def _describe(holder: dict) -> str:
@@ -58,7 +59,7 @@ class RunLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            if e.errno in _NOT_WRITABLE:
+            if e.errno in _NOT_ALLOWED:
                 raise InputError(f"--out_dir={self.path.parent}: cannot write there ({e.strerror}); choose a "
                                  "writable --out_dir") from None
             raise WriteError.at(self.path, e.strerror) from None

@@ -34,8 +34,8 @@ from ouroboros_jax.errors import InputError
 from ouroboros_jax.training.checkpoints import completed_epochs
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.outputs import write_json
-from ouroboros_jax.training.records import member_folder
-from ouroboros_jax.training.run import MANIFEST, RUN_INFO
+from ouroboros_jax.training.run_dir import MANIFEST, RUN_INFO, checkpoints_dir, member_folder
+from ouroboros_jax.training.run_dir import read_run_info as _read_run_info
 
 STATE_FILE = "monitor_state.json"
 VAL_FIELDS = ("autonomy", "spec_corr", "amp_pen", "pitch_pen", "bounded_frac")
@@ -206,10 +206,7 @@ def _by_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def read_run_info(run_dir: pathlib.Path) -> dict:
     """run.json of a training run, checked for what monitoring needs."""
-    path = run_dir / RUN_INFO
-    if not path.is_file():
-        raise InputError(f"--run_dir={run_dir}: no {RUN_INFO}; pass the --out_dir of a training run")
-    info = json.loads(path.read_text())
+    info = _read_run_info(run_dir)
     if not info.get("batches_per_epoch"):
         raise InputError(f"--run_dir={run_dir}: {RUN_INFO} has no batches_per_epoch; a converted run has no training "
                          "to watch")
@@ -234,7 +231,7 @@ def observe(run_dir, seed: int, now: float | None = None) -> Observations:
     scalars = {tag: _by_step(*pair) for tag, pair in read_scalars(seed_dir).items()} if has_events else {}
     empty = (np.zeros(0, int), np.zeros(0))
     spec_steps, spec = scalars.get("Loss/spec", empty)
-    checkpoints = tuple(completed_epochs(run_dir / "checkpoints"))
+    checkpoints = tuple(completed_epochs(checkpoints_dir(run_dir)))
     val = {}
     for epoch in checkpoints:
         end = epoch * bpe - 1  # the last step of the epoch, where the run logs Val/*

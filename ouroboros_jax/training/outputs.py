@@ -27,6 +27,20 @@ SEED_CV_COLUMNS = (
 WAV_PEAK = 0.95  # peak level of the written WAV, as in the reference
 
 
+def check_output_dir(path: pathlib.Path, flag: str) -> None:
+    """Refuses an output directory that could not be made because it, or a folder above it, is a file.
+
+    Raises:
+      InputError: naming the file, for `flag` (e.g. "--out_dir").
+    """
+    blocking = next((p for p in (*reversed(path.parents), path) if p.exists() and not p.is_dir()), None)
+    if blocking == path:
+        raise InputError(f"{flag}={path}: is a file, not a directory; choose another {flag}")
+    if blocking is not None:
+        raise InputError(f"{flag}={path}: {blocking} is a file, so no directory can be made under it; choose "
+                         f"another {flag}")
+
+
 def make_output_dir(path: pathlib.Path, flag: str) -> None:
     """Makes an output directory (and its parents).
 
@@ -35,16 +49,11 @@ def make_output_dir(path: pathlib.Path, flag: str) -> None:
       flag: the flag that named it, for the messages (e.g. "--out_dir").
 
     Raises:
-      InputError: it is a file, lies under a file, or cannot be made there.
+      InputError: it is a file, lies under a file (`check_output_dir`), or cannot be made there.
     """
+    check_output_dir(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise InputError(f"{flag}={path}: is a file, not a directory; choose another {flag}") from None
-    except NotADirectoryError:
-        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
-        raise InputError(f"{flag}={path}: {blocking} is a file, so no directory can be made under it; choose "
-                         f"another {flag}") from None
     except OSError as e:
         raise InputError(f"{flag}={path}: cannot be made ({e.strerror}); choose a writable {flag}") from None
 

@@ -39,12 +39,6 @@ def resolved_kernels(config) -> dict:
             "rollout_kernel": resolve_rollout_kernel(config.rollout, encoder_scan=encoder_scan)}
 
 
-def member_folder(info: dict, seed_id: int) -> str:
-    """The TensorBoard folder of seed (member) `seed_id` of the run whose run.json is `info`."""
-    names = info.get("member_names")  # absent from runs made before sweeps
-    return names[info["seeds"].index(seed_id)] if names else f"seed{seed_id}"
-
-
 def checkpoint_meta(config, seed_ids, rows: list, stopped: dict, skips: dict, n_stacked: int) -> dict:
     """The bookkeeping saved with each checkpoint.
 

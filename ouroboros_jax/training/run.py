@@ -24,12 +24,13 @@ from ouroboros_jax.evaluation import autonomy_summary, correct, generate
 from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.kernel_cache import load_kernels
 from ouroboros_jax.losses import teacher_acceleration_variance
-from ouroboros_jax.training.checkpoints import Checkpoints, completed_epochs
+from ouroboros_jax.training.checkpoints import Checkpoints, DamagedCheckpoint, completed_epochs
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.library_log import libraries_logged_to
 from ouroboros_jax.training.lock import RunLock
 from ouroboros_jax.training.logbook import Logbook, console
 from ouroboros_jax.training.outputs import (
+    check_output_dir,
     make_output_dir,
     write_json,
     write_png,
@@ -46,6 +47,17 @@ from ouroboros_jax.training.records import (
     run_info,
     selection_fields,
     vocalisation_rows,
+)
+from ouroboros_jax.training.run_dir import (
+    MANIFEST,
+    RUN_INFO,
+    SEED_CV,
+    SPECGRAM,
+    TEST_SCORES,
+    VAL_SCORES,
+    WAV,
+    check_ours,
+    checkpoints_dir,
 )
 from ouroboros_jax.training.run_state import (
     RunState,
@@ -65,9 +77,6 @@ from ouroboros_jax.training.setup import Setup, training_set
 from ouroboros_jax.training.step import scored_params
 from ouroboros_jax.training.sweep import member_label
 
-MANIFEST, SEED_CV, WAV, RUN_INFO = "selected_model.json", "seed_cv.csv", "selected_autonomous_recon.wav", "run.json"
-SPECGRAM = "selected_specgram.png"
-VAL_SCORES, TEST_SCORES = "val_scores.csv", "test_scores.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +103,10 @@ class Job:
 
 def resume_advice(out_dir: pathlib.Path) -> str:
     """Where a run that stopped now would resume from, as advice for its last line."""
-    done = completed_epochs(out_dir / "checkpoints")
+    done = completed_epochs(checkpoints_dir(out_dir))
     if not done:
         return "no checkpoint is complete yet: re-run the same command to start again"
-    return (f"the last complete checkpoint is {out_dir / 'checkpoints' / str(done[-1])}: re-run the same command to "
+    return (f"the last complete checkpoint is {checkpoints_dir(out_dir) / str(done[-1])}: re-run the same command to "
             "resume from it")
 
 
@@ -108,27 +117,31 @@ def train_and_evaluate(config: RunConfig) -> dict:
       The manifest (the content of `selected_model.json`).
 
     Raises:
-      InputError: a bad setting or file, or the directory is in use by another run.
-      NoSeedSurvived: every seed diverged (seed_cv.csv and the manifest are written).
+      InputError: a bad setting or file, an --out_dir holding another tool's files, or the
+        directory is in use by another run; nothing is created or changed.
+      NoSeedSurvived: no member is selectable (seed_cv.csv and the manifest are written).
       WriteError: a file could not be written; the message says where to resume.
       KeyboardInterrupt: Ctrl-C; the checkpoints written so far are complete.
     """
     out_dir = pathlib.Path(config.out_dir).absolute()
-    make_output_dir(out_dir, "--out_dir")
+    check_output_dir(out_dir, "--out_dir")
+    if out_dir.is_dir():
+        check_ours(out_dir)
     runtime = Runtime(config.seed_chunk)
-    # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
-    with (runtime.writer_only(RunLock, out_dir), runtime.writer_only(libraries_logged_to, out_dir),
-          matmul_precision(config.matmul_precision)):
-        data = load_training_data(config.data, config.sampler, config.seed)
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                       sample_rate=float(data.sample_rate)))
-        check_run_fits_data(config, data)
-        for line in describe_data(data):
-            console(line)
-        try:
+    # The data are read and checked before anything is written: a refused input leaves no folder behind.
+    data = load_training_data(config.data, config.sampler, config.seed)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, sample_rate=float(data.sample_rate)))
+    check_run_fits_data(config, data)
+    make_output_dir(out_dir, "--out_dir")
+    try:
+        # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
+        with (runtime.writer_only(RunLock, out_dir), runtime.writer_only(libraries_logged_to, out_dir),
+              matmul_precision(config.matmul_precision)):
+            for line in describe_data(data):
+                console(line)
             return _train_and_finish(config, out_dir, data, runtime)
-        except WriteError as e:
-            raise WriteError(f"{e}; {resume_advice(out_dir)}") from None
+    except WriteError as e:
+        raise WriteError(f"{e}; {resume_advice(out_dir)}") from None
 
 
 def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingData, runtime: Runtime) -> dict:
@@ -140,7 +153,7 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
     if loaded:
         console(loaded)
     info = run_info(config, data.sample_rate, steps_per_epoch, len(data.x))
-    with Checkpoints(out_dir / "checkpoints", config.max_saved) as checkpoints:
+    with Checkpoints(checkpoints_dir(out_dir), config.max_saved) as checkpoints:
         state = _start(job, checkpoints)
         runtime.write(write_json, out_dir / RUN_INFO, info)
         with Logbook(out_dir, config, steps_per_epoch, writes=runtime.writes) as logbook:
@@ -150,16 +163,25 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
 
 
 def _start(job: Job, checkpoints: Checkpoints) -> RunState:
-    """The run's state: fresh, or restored from the newest checkpoint."""
-    config, out_dir, start = job.config, job.out_dir, checkpoints.latest_epoch()
-    if start is None:
-        if (out_dir / RUN_INFO).exists():
-            console("no complete checkpoint in %s (the run before ended before its first, after --save_freq "
-                    "epochs): training starts again from epoch 0", out_dir)
-        return init_run(job.setup, config)
-    check_resumable(out_dir, config, checkpoints.meta(start), start)
-    console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
-    return restore_run(job.setup, config, checkpoints, start)
+    """The run's state: fresh, or restored from the newest intact checkpoint (a damaged newer one
+    is set aside with a warning, and its epochs are trained again)."""
+    config, out_dir = job.config, job.out_dir
+    for start in reversed(checkpoints.epochs()):
+        try:
+            meta = checkpoints.meta(start)
+            check_resumable(out_dir, config, meta, start)
+            state = restore_run(job.setup, config, checkpoints, start)
+        except DamagedCheckpoint as e:
+            aside = checkpoints.set_aside(start) if job.setup.runtime.writes else e.path
+            logging.warning("%s; set aside as %s, and the epochs after the checkpoint before it are trained "
+                            "again", e, aside)
+            continue
+        console("resuming %s after epoch %d of %d", out_dir, start, config.n_epochs)
+        return state
+    if (out_dir / RUN_INFO).exists():
+        console("no complete checkpoint in %s (the run before ended before its first, after --save_freq "
+                "epochs): training starts again from epoch 0", out_dir)
+    return init_run(job.setup, config)
 
 
 def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook) -> RunState:

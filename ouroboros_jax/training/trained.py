@@ -13,10 +13,10 @@ from flax import nnx
 
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import Ouroboros
-from ouroboros_jax.training.checkpoints import Checkpoints
+from ouroboros_jax.training.checkpoints import Checkpoints, DamagedCheckpoint, completed_epochs
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.records import read_checkpoint_meta
-from ouroboros_jax.training.run import MANIFEST, RUN_INFO
+from ouroboros_jax.training.run_dir import MANIFEST, checkpoints_dir, read_run_info
 from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import TrainState, scored_params
 
@@ -52,7 +52,11 @@ class TrainedRun:
         """The seed the run selected (its manifest), else the first seed of the checkpoint."""
         manifest = self.run_dir / MANIFEST
         if manifest.exists():
-            selected = json.loads(manifest.read_text()).get("selected_seed")
+            try:
+                selected = json.loads(manifest.read_text()).get("selected_seed")
+            except (OSError, ValueError, AttributeError):
+                raise InputError(f"{manifest} is damaged (not the manifest a run writes); pass --seed= one of "
+                                 f"{list(self.seed_ids)}") from None
             if selected in self.seed_ids:
                 return selected
         return self.seed_ids[0]
@@ -75,26 +79,29 @@ def load_run(run_dir, epoch: int | None = None) -> TrainedRun:
       epoch: which checkpoint (completed epochs); None for the newest.
 
     Raises:
-      InputError: not a run directory, no checkpoint yet, or no checkpoint at `epoch`.
+      InputError: not a run directory (or a damaged run.json), no checkpoint yet, no checkpoint at
+        `epoch`, or that checkpoint is damaged.
     """
     run_dir = pathlib.Path(run_dir)
-    info_path = run_dir / RUN_INFO
-    if not info_path.is_file():
-        raise InputError(f"--run_dir={run_dir}: no {RUN_INFO}; pass the --out_dir of a training run")
-    info = json.loads(info_path.read_text())
+    info = read_run_info(run_dir)
     config = RunConfig.from_record(info["config"], str(run_dir), info["n_epochs"])
     setup = Setup.build(config, info["sample_rate"], info["batches_per_epoch"])
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.max_saved)
+    available = completed_epochs(checkpoints_dir(run_dir))  # read before Orbax, which would make the folder
+    if not available:
+        raise InputError(f"--run_dir={run_dir}: no checkpoint yet; wait for the first --save_freq epochs")
+    epoch = available[-1] if epoch is None else epoch
+    if epoch not in available:
+        raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
+    checkpoints = Checkpoints(checkpoints_dir(run_dir), config.max_saved)
     try:
-        available = checkpoints.epochs()
-        if not available:
-            raise InputError(f"--run_dir={run_dir}: no checkpoint yet; wait for the first --save_freq epochs")
-        epoch = available[-1] if epoch is None else epoch
-        if epoch not in available:
-            raise InputError(f"--epoch={epoch}: {run_dir} has checkpoints after epochs {available}")
-        seed_ids, *_, n_stacked = read_checkpoint_meta(checkpoints.meta(epoch))
-        seed_ids = tuple(seed_ids)
-        states, _ = setup.restore(checkpoints, epoch, config, seed_ids, n_stacked)
+        try:
+            seed_ids, *_, n_stacked = read_checkpoint_meta(checkpoints.meta(epoch))
+            seed_ids = tuple(seed_ids)
+            states, _ = setup.restore(checkpoints, epoch, config, seed_ids, n_stacked)
+        except DamagedCheckpoint as e:
+            others = [other for other in available if other != epoch]
+            raise InputError(f"{e}; " + (f"pass --epoch=E with E one of {others} to read another" if others else
+                                         "the run has no other checkpoint")) from None
     finally:
         checkpoints.close()
     return TrainedRun(run_dir, config, info, epoch, seed_ids, setup, states)
