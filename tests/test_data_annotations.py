@@ -34,6 +34,13 @@ def test_extra_columns_comments_blank_lines_and_sorting(tmp_path):
     )
 
 
+def test_numbers_after_the_label_are_a_score_and_ignored(tmp_path):
+    (tmp_path / "a.txt").write_text("0.1 0.2 c 0.93 -1e-3 nan\n0.3 0.4 7 8\n")
+    syllables, labels = read_labelled_annotations(tmp_path / "a.txt", 1.0, SR)
+    np.testing.assert_array_equal(syllables, [[0.1, 0.2], [0.3, 0.4]])
+    np.testing.assert_array_equal(labels, ["c", "7"])
+
+
 def test_the_third_column_is_the_label_and_sorts_with_its_row(tmp_path):
     (tmp_path / "a.txt").write_text("0.5 0.6 C 0.93\n0.1 0.2 intro\n0.3 0.45\n")
     syllables, labels = read_labelled_annotations(tmp_path / "a.txt", 1.0, SR)
@@ -81,6 +88,12 @@ def test_offset_may_exceed_the_end_by_one_sample_of_rounding(tmp_path):
         ("-0.1 0.3", r"a\.txt line 2: syllable -0\.1-0\.3 s lies outside the recording \(0-1 s\)"),
         ("0.9 1.5", r"a\.txt line 2: syllable 0\.9-1\.5 s lies outside the recording \(0-1 s\)"),
         ("nan 0.5", r"a\.txt line 2: onset and offset must be finite"),
+        # A word after the label: a label with whitespace, whose first word alone would be taken.
+        ("0.3 0.4 c x", (r"a\.txt line 2: label 'c x' has whitespace; a label is one token \(write 'c_x'\), and "
+                         r"the columns after it must be numbers \(a score\)$")),
+        ("0.3 0.4 song c 0.93", (r"a\.txt line 2: label 'song c' has whitespace; a label is one token \(write "
+                                 r"'song_c'\)")),
+        ("0.3 0.4 c 0.93 x", r"a\.txt line 2: label 'c 0\.93 x' has whitespace"),
     ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):

@@ -1,5 +1,7 @@
 """Reading recordings: exact scaling of every sample format, and every bad-file message."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -97,8 +99,34 @@ def test_truncated_flac(tmp_path):
 def test_list_audio_files(tmp_path):
     for name in ["b.wav", "a.flac", "C.WAV", "a.txt", "notes.md"]:
         (tmp_path / name).write_bytes(b"")
-    (tmp_path / "sub.wav").mkdir()
     assert [p.name for p in list_audio_files(tmp_path, "--data_dir")] == ["C.WAV", "a.flac", "b.wav"]
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p.mkdir(), r"it is a folder"),
+        (lambda p: p.symlink_to(p.with_name("gone.wav")),
+         r"it is a broken symbolic link \(to \S*gone\.wav, which does not exist\)"),
+        (lambda p: p.symlink_to(p), r"it is a symbolic link loop"),
+    ],
+)
+def test_an_audio_name_that_is_no_file_is_an_error_naming_it(tmp_path, make, reason):
+    # Skipped, it would only show as a warning that its b.txt has no recording.
+    sf.write(tmp_path / "a.wav", np.zeros(100, np.int16), 16000)
+    (tmp_path / "b.txt").write_text("0.01 0.02\n")
+    make(tmp_path / "b.wav")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'b.wav'))}: cannot read audio: {reason}; "
+                                         r"replace it with the recording or remove it$") as error:
+        list_audio_files(tmp_path, "--data_dir")
+    assert "\n" not in str(error.value)
+
+
+def test_a_symbolic_link_to_a_recording_is_read(tmp_path):
+    sf.write(tmp_path / "elsewhere.flac", np.zeros(100, np.int16), 16000)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.flac").symlink_to(tmp_path / "elsewhere.flac")
+    assert [p.name for p in list_audio_files(tmp_path / "data", "--data_dir")] == ["a.flac"]
 
 
 def test_hidden_files_are_skipped_and_stems_must_be_unique(tmp_path):

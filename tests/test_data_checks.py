@@ -2,6 +2,7 @@
 run names the file and what to do, what trains but misleads is one warning naming the file."""
 
 import logging
+import re
 import struct
 
 import numpy as np
@@ -109,3 +110,57 @@ def test_an_unfinalised_wav_header_is_an_audio_error_and_a_streamed_one_reads(da
     set_wav_data_size(data_dir / "rec3.wav", 0xFFFFFFFF)  # a streamed WAV: "to the end of the file"
     x, _ = read_audio(data_dir / "rec3.wav")
     np.testing.assert_array_equal(x, tagged_samples(3) / 32768)
+
+
+LABELLED = "0.3 0.4 c\n0.5 0.65 b\n0.75 0.8 c\n"
+
+
+def label(directory, rows=LABELLED, **files):
+    """Every rec<tag>.txt of `directory` with `rows`, but those given by name (rec5="...")."""
+    for tag in range(10):
+        (directory / f"rec{tag}.txt").write_text(files.get(f"rec{tag}", rows))
+
+
+def test_overlapping_types_are_a_warning_unless_one_of_them_is_chosen(data_dir, caplog):
+    label(data_dir, rec5="0.3 0.4 c\n0.35 0.45 b\n0.5 0.65 b\n0.75 0.8 c\n")
+    rec5 = re.escape(str(data_dir / "rec5.txt"))
+    for syllables in ("", "b,c"):  # both types train: a warning, as for one type
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            load(data_dir, syllables=syllables)
+        (mixed,) = warnings_about(caplog, "overlapping syllables of different types")
+        assert mixed.startswith("1 of 10 annotation files have overlapping syllables of different types")
+        assert f"{data_dir / 'rec5.txt'}: 0.3-0.4 s (c) and 0.35-0.45 s (b)" in mixed
+        assert not warnings_about(caplog, "overlapping syllables (")  # not also reported as one type's
+    with pytest.raises(InputError, match=rf"^--syllables=c: {rec5}: the syllable 0\.3-0\.4 s \(c\) overlaps "
+                                         r"0\.35-0\.45 s \(b\), so its windows hold another type's sound") as error:
+        load(data_dir, syllables="c")
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match=rf"^--syllables=b: {rec5}: the syllable 0\.35-0\.45 s \(b\) overlaps "
+                                         r"0\.3-0\.4 s \(c\)"):
+        load(data_dir, syllables="b")
+
+
+def test_a_chosen_syllable_inside_a_long_one_of_another_type_is_an_error_though_not_its_neighbour(data_dir):
+    # Sorted by onset: c, a (0.42-0.9), a, c; the long a overlaps the last c, two rows on.
+    label(data_dir, rec6="0.3 0.4 c\n0.42 0.9 a\n0.5 0.65 a\n0.75 0.8 c\n")
+    with pytest.raises(InputError, match=rf"^--syllables=c: {re.escape(str(data_dir / 'rec6.txt'))}: the syllable "
+                                         r"0\.75-0\.8 s \(c\) overlaps 0\.42-0\.9 s \(a\)"):
+        load(data_dir, syllables="c")
+
+
+def test_overlapping_syllables_of_the_chosen_type_stay_a_warning(data_dir, caplog):
+    label(data_dir, rec5="0.3 0.4 c\n0.35 0.45 c\n0.5 0.65 b\n0.75 0.8 c\n")
+    with caplog.at_level(logging.WARNING):
+        load(data_dir, syllables="c")
+    (overlapping,) = warnings_about(caplog, "overlapping syllables (windows of one cover part of the other)")
+    assert f"{data_dir / 'rec5.txt'}: 0.3-0.4 s and 0.35-0.45 s" in overlapping
+    assert not warnings_about(caplog, "different types")
+
+
+def test_a_broken_link_in_place_of_a_recording_is_an_error_naming_it(data_dir):
+    (data_dir / "rec3.wav").unlink()
+    (data_dir / "rec3.wav").symlink_to(data_dir / "moved" / "rec3.wav")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(data_dir / 'rec3.wav'))}: cannot read audio: it is a "
+                                         r"broken symbolic link"):
+        load(data_dir)

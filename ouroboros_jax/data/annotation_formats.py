@@ -154,6 +154,11 @@ class AnnotationSource:
             raise InputError(f"{audio_path}: no {self.format} annotation file {path.name} {where}")
         return path
 
+    def describe(self, audio_path: pathlib.Path) -> str:
+        """The annotation file of `audio_path` for messages; for a one-file format with the recording's name."""
+        path = self.path_for(audio_path)
+        return f"{path} ({audio_path.name})" if self.format in _ONE_FILE else str(path)
+
     def read(self, audio_path: pathlib.Path, duration_s: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """The syllables of one recording and their labels.
 

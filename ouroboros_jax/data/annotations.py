@@ -2,8 +2,10 @@
 
 `<stem>.txt` beside `<stem>.wav`: a whitespace-separated table, one row per syllable, column 0
 the onset and column 1 the offset in seconds, and optionally column 2 the syllable's label (its
-type, a token without whitespace); further columns are ignored. Blank lines and lines starting
-with '#' are skipped. An empty file means "no syllables". A two-column file reads exactly as the
+type, a token without whitespace); further columns are numbers (a score) and are ignored. A word
+there is refused: it is most likely the rest of a label with whitespace ("0.1 0.2 call c"), whose
+first word alone would otherwise become the label. Blank lines and lines starting with '#' are
+skipped. An empty file means "no syllables". A two-column file reads exactly as the
 reference reads it; its syllables are unlabelled (label "").
 """
 
@@ -33,6 +35,27 @@ def check_syllable(where: str, onset: float, offset: float, duration_s: float, s
         raise InputError(f"{where}: syllable {onset:g}-{offset:g} s lies outside the recording (0-{duration_s:g} s)")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_label_is_one_token(where: str, fields: list[str]) -> None:
+    """Raises `InputError` (naming `where`) if a column after the label (fields[3:]) is not a number.
+
+    Such a row reads as a label with whitespace, which the split into columns would cut to its
+    first word, silently moving the syllable to another type.
+    """
+    words = [k for k in range(3, len(fields)) if not _is_number(fields[k])]
+    if words:
+        label = fields[2 : words[-1] + 1]
+        raise InputError(f"{where}: label {' '.join(label)!r} has whitespace; a label is one token (write "
+                         f"{'_'.join(label)!r}), and the columns after it must be numbers (a score)")
+
+
 def sorted_by_onset(rows, labels) -> tuple[np.ndarray, np.ndarray]:
     """(K, 2) float64 onset/offset rows and their (K,) str labels, both in onset order (stable)."""
     syllables = np.array(rows, dtype=np.float64).reshape(-1, 2)
@@ -59,7 +82,7 @@ def read_labelled_annotations(
 
     Raises:
       InputError: a row that is not numeric, has fewer than two columns, has onset >= offset,
-        or lies outside the recording.
+        lies outside the recording, or has a word after its label (`_check_label_is_one_token`).
     """
     path = pathlib.Path(path)
     try:
@@ -81,6 +104,7 @@ def read_labelled_annotations(
                 f"{where}: onset and offset must be numbers (seconds), got {line.strip()!r}"
             ) from None
         check_syllable(where, onset, offset, duration_s, sample_rate, line.strip())
+        _check_label_is_one_token(where, fields)
         rows.append((onset, offset))
         labels.append(fields[2] if len(fields) > 2 else "")
     return sorted_by_onset(rows, labels)

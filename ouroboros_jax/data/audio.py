@@ -5,7 +5,10 @@
 (v / 2**23); float files are taken as they are, their full scale being 1.0 by convention.
 """
 
+import errno
+import os
 import pathlib
+import stat
 import struct
 
 import numpy as np
@@ -25,17 +28,19 @@ def list_audio_files(directory: str | pathlib.Path, flag: str) -> list[pathlib.P
       flag: the command-line flag that named it, for error messages (e.g. "--data_dir").
 
     Raises:
-      InputError: the folder does not exist, holds no audio file, or holds two with one stem
+      InputError: the folder does not exist, holds no audio file, holds an audio name that is no
+        readable file (a broken symbolic link, a link loop, a folder), or holds two with one stem
         (they would share one annotation file).
     """
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise InputError(f"{flag}={directory}: no such directory; pass the folder holding your recordings")
-    files = sorted(
-        p
-        for p in directory.iterdir()
-        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
-    )
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    for p in files:
+        # Skipping it would lose the recording with nothing said but that its .txt has no recording.
+        reason = _not_a_file(p)
+        if reason:
+            raise InputError(f"{p}: cannot read audio: {reason}; replace it with the recording or remove it")
     if not files:
         raise InputError(f"{flag}={directory}: no .wav or .flac files in this directory")
     first_with_stem = {}
@@ -46,6 +51,21 @@ def list_audio_files(directory: str | pathlib.Path, flag: str) -> list[pathlib.P
                 f"{other} and {p.name} would share the annotation file {p.stem}.txt; keep only one"
             )
     return files
+
+
+def _not_a_file(path: pathlib.Path) -> str | None:
+    """Why `path` cannot be read as a file ("it is a folder", ...); None for a regular file (or a link to one)."""
+    try:
+        mode = path.stat().st_mode  # follows links
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "it is a symbolic link loop"
+        if e.errno == errno.ENOENT and path.is_symlink():
+            return f"it is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return e.strerror or type(e).__name__
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    return None if stat.S_ISREG(mode) else "it is not a regular file"
 
 
 def _declared_wav_data_bytes(path: pathlib.Path) -> tuple[int, int] | None:

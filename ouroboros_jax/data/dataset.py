@@ -17,7 +17,7 @@ from ouroboros_jax.data.annotation_formats import (
     check_format,
 )
 from ouroboros_jax.data.audio import list_audio_files
-from ouroboros_jax.data.checks import SILENCE, check_recordings
+from ouroboros_jax.data.checks import SILENCE, check_overlapping_types, check_recordings
 from ouroboros_jax.data.example_data import resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, WindowSizes, sample_segments
@@ -196,7 +196,8 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
 
     Raises:
       InputError: a missing or empty directory, a bad file (see `load_recording`), mixed sample
-        rates, a chosen label that labels no syllable, too few files for the split or too few
+        rates, a chosen label that labels no syllable or a chosen syllable that overlaps one of
+        a type not chosen (`checks.check_overlapping_types`), too few files for the split or too few
         cold-start vocalisations for --min_eval_vocs, no training window at all, or only silent
         training windows.
     """
@@ -204,6 +205,7 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
     files = list_audio_files(directory, "--data_dir")
     recordings = load_recordings(files, config.channel, config.annotations)
     check_syllables_occur(config.syllables, label_counts(r.labels for r in recordings), f"--data_dir={config.data_dir}")
+    check_overlapping_types(recordings, config.syllables, config.annotations)
     sample_rate = recordings[0].sample_rate
     held_out = _HeldOut(config, sample_rate)
     split = file_level_split(files, config.val_frac, config.test_frac, seed,
@@ -213,7 +215,7 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
     chosen_only = {r.path: _only(r, config.syllables) for r in recordings}
 
     _report_unused(config, recordings, list(chosen_only.values()), len(files))
-    check_recordings(directory, list(chosen_only.values()))
+    check_recordings(directory, list(chosen_only.values()), config.annotations)
     segments = _training_windows(config, sampler, seed, [chosen_only[p] for p in split.train], sample_rate)
     dxdt, d2x = segment_derivatives(segments.x)
     return TrainingData(
