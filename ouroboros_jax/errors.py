@@ -6,7 +6,8 @@ which prints `error: <message>` (no traceback) and exits with the error's status
 their flags with `cli.parse`, which does the same for absl's flag errors:
 
   2  `InputError`: a bad flag or file (also absl's flag errors)
-  3  `NoSeedSurvived`: every seed of a run diverged, nothing was selected
+  3  `NoSeedSurvived`: every seed of a run diverged (in training, or in every validation
+     rollout), nothing was selected
   4  `WriteError`: a file could not be written (a full disk, a read-only file system)
   130  interrupted (Ctrl-C)
 """
@@ -43,7 +44,8 @@ def check_setting(ok: bool, flag: str, value, why: str) -> None:
 
 
 class NoSeedSurvived(CommandError):
-    """Every seed of a run diverged, so nothing could be selected (the run's records are written)."""
+    """Every seed of a run diverged, in training or in every validation rollout, so nothing could be
+    selected (the run's records are written)."""
 
     exit_status = 3
 

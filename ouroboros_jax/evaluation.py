@@ -312,12 +312,13 @@ def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,
 
     Higher validation autonomy first, ties broken by higher bounded fraction, then by seed
     index. A NaN autonomy ranks after every number (the reference would select it), and seeds
-    stopped as diverged during training rank after all others (docs/method.md, "Evaluation").
+    that diverged (stopped in training, or diverged in every validation rollout) rank after all
+    others (docs/method.md, "Evaluation").
 
     Args:
       val_autonomy: (S,) validation autonomy scores.
       val_bounded_frac: (S,) validation bounded fractions.
-      diverged: (S,) bool, seeds stopped as diverged; None: none.
+      diverged: (S,) bool, seeds that diverged; None: none.
 
     Returns:
       (S,) int seed indices, best first.

@@ -21,6 +21,7 @@ import pytest
 
 from ouroboros_jax.curriculum import horizon_for_epoch
 from ouroboros_jax.errors import InputError, NoSeedSurvived, WriteError
+from ouroboros_jax.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.training import lock as lock_module
 from ouroboros_jax.training import setup as run_setup
 from ouroboros_jax.training.checkpoints import completed_epochs
@@ -29,6 +30,7 @@ from ouroboros_jax.training.lock import LOCK_FILE, RunLock
 from ouroboros_jax.training.outputs import make_output_dir, write_json
 from ouroboros_jax.training.preflight import check_run_fits_data
 from ouroboros_jax.training.run import train_and_evaluate
+from ouroboros_jax.training.run_state import Records, RunState, select, why_none_selected
 from ouroboros_jax.training.seeds import SeedProgram
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import REPO, run_cli, tiny_config, tiny_run_config
@@ -309,7 +311,8 @@ def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_p
     monkeypatch.setattr(SeedProgram, "run_epoch", counted)
     monkeypatch.setattr(run_setup, "init_seeds", poisoned_init([0, 1]))
     config = tiny_run_config(tmp_path, n_epochs=4, save_freq=3, max_consecutive_skips=2)
-    with pytest.raises(NoSeedSurvived, match=r"^every seed diverged \(seed 0 after epoch 1, seed 1 after epoch 1\); "
+    with pytest.raises(NoSeedSurvived, match=r"^every seed diverged \(seed 0 in training after epoch 1; seed 1 in "
+                                             r"training after epoch 1\); "
                                              rf"nothing is selected, {tmp_path}/seed_cv.csv has their scores"):
         train_and_evaluate(config)
     assert len(epochs_trained) == 1 and completed_epochs(tmp_path / "checkpoints") == [1]  # saved where it stopped
@@ -322,6 +325,64 @@ def test_a_run_whose_seeds_all_diverge_stops_early_and_fails_with_status_3(tmp_p
     monkeypatch.setattr(SeedProgram, "run_epoch", lambda *a, **k: pytest.fail("trained again"))
     with pytest.raises(NoSeedSurvived):
         train_and_evaluate(config)
+
+
+def autonomy(*segments):
+    """A hand-made validation `Autonomy`: a score per vocalisation, None for a diverged rollout."""
+    scores = tuple(SegmentScore(-5.0, False, np.nan, np.nan, np.nan) if s is None
+                   else SegmentScore(s, True, s, 0.0, 0.0) for s in segments)
+    return Autonomy(float(np.mean([s.score for s in scores])), scores,
+                    {"bounded_frac": float(np.mean([s.bounded for s in scores]))})
+
+
+def final_state(n_members, stopped=()):
+    """The `RunState` fields that selection reads: the members and those stopped in training (after epoch 1)."""
+    return RunState(None, None, tuple(range(n_members)), Records(stopped={m: 1 for m in stopped}), 2)
+
+
+DIVERGED = autonomy(None, None)
+
+
+@pytest.mark.parametrize("stopped,why", [
+    ((), "every seed diverged (seed 0, seed 1: the autonomous rollouts of all 2 validation vocalisations)"),
+    ((0,), "every seed diverged (seed 0 in training after epoch 1; seed 1: the autonomous rollouts of all 2 "
+           "validation vocalisations)"),
+], ids=["in_validation", "in_training_and_validation"])
+def test_seeds_whose_validation_rollouts_all_diverged_are_never_selected(stopped, why):
+    # Their -5.0 is the divergence sentinel: the run selects none (exit status 3) rather than hand
+    # the user a model whose every output diverged.
+    config, state = tiny_config("unused"), final_state(2, stopped)
+    assert select(config, state, [DIVERGED, DIVERGED]) is None
+    assert why_none_selected(config, state, [DIVERGED, DIVERGED]) == why
+
+
+@pytest.mark.parametrize("select_by", ["mean", "median"])
+@pytest.mark.parametrize("bounded", [autonomy(None, -5.0), autonomy(None, np.nan), autonomy(-4.0, 0.3)],
+                         ids=["at_the_floor", "nan_score", "scored"])
+def test_a_seed_bounded_on_one_validation_vocalisation_is_selected_over_diverged_ones(select_by, bounded):
+    # A bounded output floored at -5.0, or with an undefined (NaN) score, still outranks the sentinel.
+    config = tiny_config("unused", select_by=select_by)
+    assert select(config, final_state(3), [DIVERGED, DIVERGED, bounded]) == 2
+    # One stopped in training is never selected, bounded or not.
+    assert select(config, final_state(3, stopped=[2]), [DIVERGED, autonomy(0.5, 0.5), bounded]) == 1
+
+
+@pytest.mark.slow
+def test_a_run_whose_validation_rollouts_all_diverge_fails_with_status_3(tmp_path):
+    """Issue 27, item 4: --lr=10 trains every seed to parameters whose rollouts all diverge (no
+    step stops them: some are finite); culling keeps one of them, and nothing is selected."""
+    out = tmp_path / "run"
+    result = run_cli("--flagfile=experiments/demo.flags", "--n_epochs=2", "--max_segs=64", "--n_seeds=2",
+                     "--cull_frac=0.5", "--cull_keep=1", "--lr=10", f"--out_dir={out}")
+    assert_one_error_line(result, 3, "error: every seed diverged (seed 0: the autonomous rollouts of all 8 validation "
+                                     f"vocalisations); nothing is selected, {out}/seed_cv.csv has their scores; try a "
+                                     "lower --lr or other seeds (--seed)")
+    rows = seed_cv(out)
+    assert [(r["status"], r["val_autonomy"], r["val_bounded_frac"]) for r in rows.values()] == \
+        [("finished", "-5.0", "0.0"), ("culled", "-5.0", "0.0")]
+    manifest = json.loads((out / "selected_model.json").read_text())
+    assert manifest["selected_seed"] is None and "selected_test_autonomy" not in manifest
+    assert not (out / "selected_autonomous_recon.wav").exists() and not (out / "test_scores.csv").exists()
 
 
 @pytest.mark.slow

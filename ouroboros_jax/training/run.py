@@ -70,6 +70,7 @@ from ouroboros_jax.training.run_state import (
     score_members,
     select,
     train_epoch,
+    why_none_selected,
 )
 from ouroboros_jax.training.runtime import Runtime, matmul_precision, pad_members
 from ouroboros_jax.training.seeds import n_batches, select_seeds
@@ -119,7 +120,8 @@ def train_and_evaluate(config: RunConfig) -> dict:
     Raises:
       InputError: a bad setting or file, an --out_dir holding another tool's files, or the
         directory is in use by another run; nothing is created or changed.
-      NoSeedSurvived: no member is selectable (seed_cv.csv and the manifest are written).
+      NoSeedSurvived: every seed diverged, in training or in all its validation rollouts (seed_cv.csv
+        and the manifest are written).
       WriteError: a file could not be written; the message says where to resume.
       KeyboardInterrupt: Ctrl-C; the checkpoints written so far are complete.
     """
@@ -257,9 +259,8 @@ def _finish(job: Job, state: RunState) -> dict:
     if best is None:
         manifest.update(selected_seed=None, diverged_seeds=sorted(stopped))
         runtime.write(write_json, out_dir / MANIFEST, manifest)
-        stops = ", ".join(f"seed {k} after epoch {e}" for k, e in sorted(stopped.items()))
-        raise NoSeedSurvived(f"every seed diverged ({stops}); nothing is selected, {out_dir / SEED_CV} has their "
-                             "scores; try a lower --lr or other seeds (--seed)")
+        raise NoSeedSurvived(f"{why_none_selected(config, state, scores)}; nothing is selected, {out_dir / SEED_CV} "
+                             "has their scores; try a lower --lr or other seeds (--seed)")
     member = state.members[best]
     manifest.update(selection_fields(config, member, best, scores[best], state.epoch, stopped))
     if state.records.skips.get(member):

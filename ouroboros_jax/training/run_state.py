@@ -4,7 +4,7 @@
     state, outcome = train_epoch(setup, config, state, train_set, tf_var)
     scores = score_members(vocalisations, outputs, sample_rate)      # host: SciPy
     state = cull(setup, config, state, scores)                       # at the cull epoch
-    best = select(state, scores)
+    best = select(config, state, scores)             # None: every member diverged
 
 A transition returns a new state and changes none it is given. The members' training is one
 compiled program per epoch (`seeds.SeedProgram`): every member's PRNG key lives in its
@@ -30,7 +30,7 @@ from ouroboros_jax.training.runtime import pad_ids, unpadded
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgress, select_seeds
 from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import Batch, StepMetrics, TrainState
-from ouroboros_jax.training.sweep import member_loss_weights, member_values
+from ouroboros_jax.training.sweep import member_label, member_loss_weights, member_values
 
 
 class Records(NamedTuple):
@@ -159,11 +159,11 @@ def score_members(vocalisations: Vocalisations, outputs: np.ndarray, sample_rate
 
 
 def cull(setup: Setup, config: RunConfig, state: RunState, scores: list[Autonomy]) -> RunState:
-    """Keeps the --cull_keep best members by validation autonomy; the others' rows are recorded.
+    """Keeps the --cull_keep best members by validation autonomy (the `diverged` last, kept only if
+    too few others are left); the others' rows are recorded.
 
     `scores`: the stack's members', in stack order. The kept stack is placed on the devices."""
-    active = state.active(setup)
-    keep = sorted(ranking(scores, ~active, config.select_by)[: config.cull_keep].tolist())
+    keep = sorted(ranking(scores, diverged(state, scores), config.select_by)[: config.cull_keep].tolist())
     r = state.records
     rows = [seed_row(config, member, scores[k].score, scores[k].breakdown, f"checkpoints/{state.epoch}",
                      "diverged" if member in r.stopped else "culled", r.stopped.get(member, state.epoch),
@@ -174,12 +174,32 @@ def cull(setup: Setup, config: RunConfig, state: RunState, scores: list[Autonomy
                     r._replace(culled=r.culled + tuple(rows)), state.epoch)
 
 
+def diverged(state: RunState, scores: list[Autonomy]) -> np.ndarray:
+    """(S,) bool: the members that would give the user no model: stopped in training
+    (--max_consecutive_skips non-finite steps in a row), or with no bounded output on any validation
+    vocalisation (their -5.0 is the divergence sentinel, not a score). They rank after the others
+    in culling and selection, and are never selected."""
+    return np.array([member in state.records.stopped or not any(s.bounded for s in scores[k].segments)
+                     for k, member in enumerate(state.members)])
+
+
 def select(config: RunConfig, state: RunState, scores: list[Autonomy]) -> int | None:
     """The stack index of the best member by validation autonomy (its --select_by statistic); None
-    when every member diverged."""
-    diverged = np.array([member in state.records.stopped for member in state.members])
-    best = int(ranking(scores, diverged, config.select_by)[0])
-    return None if diverged[best] else best
+    when every member `diverged`."""
+    unusable = diverged(state, scores)
+    best = int(ranking(scores, unusable, config.select_by)[0])
+    return None if unusable[best] else best
+
+
+def why_none_selected(config: RunConfig, state: RunState, scores: list[Autonomy]) -> str:
+    """What `select` returning None means in words, naming each member and how it diverged."""
+    stopped = state.records.stopped
+    parts = [f"{member_label(config, m)} in training after epoch {stopped[m]}" for m in state.members if m in stopped]
+    in_rollouts = [member_label(config, m) for m in state.members if m not in stopped]
+    if in_rollouts:
+        parts.append(f"{', '.join(in_rollouts)}: the autonomous rollouts of all {len(scores[0].segments)} "
+                     "validation vocalisations")
+    return f"every seed diverged ({'; '.join(parts)})"
 
 
 def final_rows(config: RunConfig, state: RunState, scores: list[Autonomy]) -> list[dict]:
