@@ -168,6 +168,108 @@ def _forward(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, out):
                        _padded(Wout[g].T, width, padded), out, False)
 
 
+@njit(fastmath=True, inline="always")
+def _out_adjoint(t, xc, sx, z, sz, proj, h, dsk, wout, g_out_t, gwout, gdsk, xs, gate, yv, g_yg, g_z, g_ys, g_xs):
+    """Step t of the reverse loop, out = x + (yv * silu(z)) Wout with yv = D xs + h C: the gradients
+    of z, of yv (g_ys) and the D-skip's part of xs's (g_xs); Wout's and D's accumulated."""
+    n_state, padded = h.shape[1], h.shape[2]
+    rank = proj.shape[1] - 2 * n_state
+    for d in range(padded):
+        xs[d] = xc[t, d] * sx[t, d]
+        gate[d] = z[t, d] * sz[t, d]
+        yv[d] = dsk[d] * xs[d]
+    for n in range(n_state):
+        cn = proj[t, rank + n_state + n]
+        for d in range(padded):
+            yv[d] += h[t + 1, n, d] * cn
+    for d in range(padded):
+        g_yg[d] = 0
+    for m in range(wout.shape[0]):
+        go = g_out_t[m]
+        for d in range(padded):
+            g_yg[d] += go * wout[m, d]
+            gwout[m, d] += yv[d] * gate[d] * go
+    for d in range(padded):
+        g_z[d] = g_yg[d] * yv[d] * sz[t, d] * (_one(yv[d]) + z[t, d] * (_one(yv[d]) - sz[t, d]))
+        g_ys[d] = g_yg[d] * gate[d]
+        g_xs[d] = dsk[d] * g_ys[d]
+        gdsk[d] += g_ys[d] * xs[d]
+
+
+@njit(fastmath=True, inline="always")
+def _scan_adjoint(t, xs, dl, sp, proj, h, a, wdt, wxp, g_ys, mu, lam_b, g_dl, g_pre, g_proj, g_xs,
+                  ga, gbdt, gwdt, gwxp):
+    """Step t of the reverse loop through the scan (the adjoint of `numba_scan._backward` with
+    delta x -> dl xs), delta = softplus(pre) and the projections: g_xs completed; mu carried."""
+    n_state, padded = a.shape
+    n_proj = wxp.shape[0]
+    rank = n_proj - 2 * n_state
+    for d in range(padded):
+        lam_b[d], g_dl[d] = 0, 0
+    for n in range(n_state):
+        bn, cn = proj[t, rank + n], proj[t, rank + n_state + n]
+        sum_b = sum_c = bn - bn
+        for d in range(padded):
+            lam = mu[n, d] + g_ys[d] * cn
+            decay = _exp(dl[t, d] * a[n, d])
+            q = lam * decay * h[t, n, d]
+            lam_b[d] += lam * bn
+            g_dl[d] += q * a[n, d]
+            sum_b += lam * dl[t, d] * xs[d]
+            sum_c += h[t + 1, n, d] * g_ys[d]
+            ga[n, d] += q * dl[t, d]
+            mu[n, d] = decay * lam
+        g_proj[rank + n], g_proj[rank + n_state + n] = sum_b, sum_c
+    for d in range(padded):
+        g_dl[d] += xs[d] * lam_b[d]
+        g_xs[d] += dl[t, d] * lam_b[d]
+        g_pre[d] = g_dl[d] * sp[t, d]
+        gbdt[d] += g_pre[d]
+    for j in range(rank):
+        acc = g_pre[0] - g_pre[0]
+        for d in range(padded):
+            gwdt[j, d] += proj[t, j] * g_pre[d]
+            acc += wdt[j, d] * g_pre[d]
+        g_proj[j] = acc
+    for j in range(n_proj):
+        for d in range(padded):
+            g_xs[d] += wxp[j, d] * g_proj[j]
+            gwxp[j, d] += xs[d] * g_proj[j]
+
+
+@njit(fastmath=True, inline="always")
+def _input_adjoint(t, x_t, nw, u, p, xc, sx, xs, c_w, wx, wz, g_xs, g_z, g_out_t, gp, g_xc, g_u,
+                   gcw, gcb, gwx, gwz, gnw, g_x_t):
+    """Step t of the reverse loop through xs = silu(xc), the causal convolution, the input projection
+    and the RMSNorm: g_x_t = d loss / d x_t (with the residual's g_out_t)."""
+    d_model, padded = wx.shape
+    for d in range(padded):
+        g_xc[d] = g_xs[d] * sx[t, d] * (_one(xs[d]) + xc[t, d] * (_one(xs[d]) - sx[t, d]))
+        gcb[d] += g_xc[d]
+    for k in range(c_w.shape[0]):  # xc_t = cb + sum_k cw[k] p_{t - d_conv + 1 + k}
+        for d in range(padded):
+            gcw[k, d] += g_xc[d] * p[t + k, d]
+            gp[t + k, d] += g_xc[d] * c_w[k, d]
+    # p_t and z_t = u_t W: gp of p_t is complete, every later xc having been passed.
+    q_t = t + c_w.shape[0] - 1
+    for m in range(d_model):
+        acc = x_t[0] - x_t[0]
+        for d in range(padded):
+            acc += wx[m, d] * gp[q_t, d] + wz[m, d] * g_z[d]
+            gwx[m, d] += u[t, m] * gp[q_t, d]
+            gwz[m, d] += u[t, m] * g_z[d]
+        g_u[m] = acc
+    # u = x r nw, r = (mean(x^2) + eps)^-1/2: g_x = r nw g_u - x r^3 mean(x nw g_u) + g_out
+    ms, dot = x_t[0] - x_t[0], x_t[0] - x_t[0]
+    for m in range(d_model):
+        ms += x_t[m] * x_t[m]
+        dot += x_t[m] * nw[m] * g_u[m]
+    r = _one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
+    for m in range(d_model):
+        gnw[m] += g_u[m] * x_t[m] * r
+        g_x_t[m] = r * nw[m] * g_u[m] - x_t[m] * r * r * r * dot / d_model + g_out_t[m]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _backward(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, g_out,
               g_x, g_nw, g_Wx, g_Wz, g_cw, g_cb, g_Wxp, g_Wdt, g_bdt, g_A, g_Dsk, g_Wout):
@@ -185,95 +287,20 @@ def _backward(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, g_out,
         u, p, xc, sx, z, sz, proj, dl, sp, h = _chain_forward(
             x[g : g + 1, b : b + 1], 0, 0, nw[g], wx, wz, c_w, _padded(cb[g], width, padded), wxp, wdt,
             _padded(bdt[g], width, padded), a, dsk, wout, out, True)
-        n_state, d_conv, n_proj = a.shape[0], c_w.shape[0], wxp.shape[0]
-        rank = n_proj - 2 * n_state
         gnw, gwx, gwz = np.zeros(d_model, x.dtype), np.zeros_like(wx), np.zeros_like(wz)
         gcw, gcb, gwxp, gwdt = np.zeros_like(c_w), np.zeros(padded, x.dtype), np.zeros_like(wxp), np.zeros_like(wdt)
         gbdt, ga, gdsk, gwout = np.zeros(padded, x.dtype), np.zeros_like(a), np.zeros(padded, x.dtype), np.zeros_like(wout)
-        gp = np.zeros((length + d_conv - 1, padded), x.dtype)  # d loss / d p_s at gp[s + d_conv - 1]
-        mu = np.zeros((n_state, padded), x.dtype)  # exp(delta_{t+1} A) lambda_{t+1}
+        gp = np.zeros((length + c_w.shape[0] - 1, padded), x.dtype)  # d loss / d p_s at gp[s + d_conv - 1]
+        mu = np.zeros(a.shape, x.dtype)  # exp(delta_{t+1} A) lambda_{t+1}
         xs, gate, yv, g_yg, g_ys, g_xs, g_z, g_dl, lam_b, g_pre, g_xc = np.zeros((11, padded), x.dtype)
-        g_proj, g_u = np.zeros(n_proj, x.dtype), np.zeros(d_model, x.dtype)
+        g_proj, g_u = np.zeros(wxp.shape[0], x.dtype), np.zeros(d_model, x.dtype)
         for t in range(length - 1, -1, -1):
-            for d in range(padded):
-                xs[d] = xc[t, d] * sx[t, d]
-                gate[d] = z[t, d] * sz[t, d]
-                yv[d] = dsk[d] * xs[d]
-            for n in range(n_state):
-                cn = proj[t, rank + n_state + n]
-                for d in range(padded):
-                    yv[d] += h[t + 1, n, d] * cn
-            # out = x + (yv * gate) Wout
-            for d in range(padded):
-                g_yg[d] = 0
-            for m in range(d_model):
-                go = g_out[g, b, t, m]
-                for d in range(padded):
-                    g_yg[d] += go * wout[m, d]
-                    gwout[m, d] += yv[d] * gate[d] * go
-            for d in range(padded):
-                g_z[d] = g_yg[d] * yv[d] * sz[t, d] * (_one(yv[d]) + z[t, d] * (_one(yv[d]) - sz[t, d]))
-                g_ys[d] = g_yg[d] * gate[d]
-                g_xs[d] = dsk[d] * g_ys[d]
-                gdsk[d] += g_ys[d] * xs[d]
-                lam_b[d], g_dl[d] = 0, 0
-            # the scan step: the adjoint of `numba_scan._backward`, with delta x -> dl xs
-            for n in range(n_state):
-                bn, cn = proj[t, rank + n], proj[t, rank + n_state + n]
-                sum_b = sum_c = bn - bn
-                for d in range(padded):
-                    lam = mu[n, d] + g_ys[d] * cn
-                    decay = _exp(dl[t, d] * a[n, d])
-                    q = lam * decay * h[t, n, d]
-                    lam_b[d] += lam * bn
-                    g_dl[d] += q * a[n, d]
-                    sum_b += lam * dl[t, d] * xs[d]
-                    sum_c += h[t + 1, n, d] * g_ys[d]
-                    ga[n, d] += q * dl[t, d]
-                    mu[n, d] = decay * lam
-                g_proj[rank + n], g_proj[rank + n_state + n] = sum_b, sum_c
-            for d in range(padded):
-                g_dl[d] += xs[d] * lam_b[d]
-                g_xs[d] += dl[t, d] * lam_b[d]
-                g_pre[d] = g_dl[d] * sp[t, d]
-                gbdt[d] += g_pre[d]
-            for j in range(rank):
-                acc = g_pre[0] - g_pre[0]
-                for d in range(padded):
-                    gwdt[j, d] += proj[t, j] * g_pre[d]
-                    acc += wdt[j, d] * g_pre[d]
-                g_proj[j] = acc
-            for j in range(n_proj):
-                for d in range(padded):
-                    g_xs[d] += wxp[j, d] * g_proj[j]
-                    gwxp[j, d] += xs[d] * g_proj[j]
-            # xs = silu(xc), xc_t = cb + sum_k cw[k] p_{t - d_conv + 1 + k}
-            for d in range(padded):
-                g_xc[d] = g_xs[d] * sx[t, d] * (_one(xs[d]) + xc[t, d] * (_one(xs[d]) - sx[t, d]))
-                gcb[d] += g_xc[d]
-            for k in range(d_conv):
-                for d in range(padded):
-                    gcw[k, d] += g_xc[d] * p[t + k, d]
-                    gp[t + k, d] += g_xc[d] * c_w[k, d]
-            # p_t and z_t = u_t W: gp of p_t is complete, every later xc having been passed.
-            q_t = t + d_conv - 1
-            for m in range(d_model):
-                acc = x[g, b, t, 0] - x[g, b, t, 0]
-                for d in range(padded):
-                    acc += wx[m, d] * gp[q_t, d] + wz[m, d] * g_z[d]
-                    gwx[m, d] += u[t, m] * gp[q_t, d]
-                    gwz[m, d] += u[t, m] * g_z[d]
-                g_u[m] = acc
-            # u = x r nw, r = (mean(x^2) + eps)^-1/2: g_x = r nw g_u - x r^3 mean(x nw g_u) + g_out
-            ms, dot = x[g, b, t, 0] - x[g, b, t, 0], x[g, b, t, 0] - x[g, b, t, 0]
-            for m in range(d_model):
-                ms += x[g, b, t, m] * x[g, b, t, m]
-                dot += x[g, b, t, m] * nw[g, m] * g_u[m]
-            r = _one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
-            for m in range(d_model):
-                gnw[m] += g_u[m] * x[g, b, t, m] * r
-                g_x[g, b, t, m] = (r * nw[g, m] * g_u[m] - x[g, b, t, m] * r * r * r * dot / d_model
-                                   + g_out[g, b, t, m])
+            _out_adjoint(t, xc, sx, z, sz, proj, h, dsk, wout, g_out[g, b, t], gwout, gdsk, xs, gate, yv, g_yg,
+                         g_z, g_ys, g_xs)
+            _scan_adjoint(t, xs, dl, sp, proj, h, a, wdt, wxp, g_ys, mu, lam_b, g_dl, g_pre, g_proj, g_xs, ga,
+                          gbdt, gwdt, gwxp)
+            _input_adjoint(t, x[g, b, t], nw[g], u, p, xc, sx, xs, c_w, wx, wz, g_xs, g_z, g_out[g, b, t], gp,
+                           g_xc, g_u, gcw, gcb, gwx, gwz, gnw, g_x[g, b, t])
         g_nw[g, b] = gnw
         g_Wx[g, b], g_Wz[g, b], g_cw[g, b], g_cb[g, b] = gwx[:, :width], gwz[:, :width], gcw[:, :width], gcb[:width]
         g_Wxp[g, b], g_Wdt[g, b], g_bdt[g, b] = gwxp[:, :width].T, gwdt[:, :width], gbdt[:width]
