@@ -146,10 +146,23 @@ def test_a_damaged_run_json_is_the_same_line_for_every_reader(tiny_run, tmp_path
         load_run(run_dir)
 
 
-def test_a_refused_data_input_creates_no_out_dir(tmp_path):
+def test_a_refused_input_creates_no_out_dir(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="^--data_dir="):
         train_and_evaluate(tiny_run_config(tmp_path / "new" / "run", data_dir=str(tmp_path / "no_recordings")))
     assert not (tmp_path / "new").exists()
+
+    def refused(config, out_dir, *args):  # a refusal found once the folder is made
+        (out_dir / "checkpoints").mkdir()
+        raise InputError("--some_flag=1: refused")
+
+    monkeypatch.setattr(run_module, "_train_and_finish", refused)
+    with pytest.raises(InputError, match="^--some_flag=1: refused$"):
+        train_and_evaluate(tiny_run_config(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()  # a folder the user made is theirs: kept
+    with pytest.raises(InputError):
+        train_and_evaluate(tiny_run_config(tmp_path / "run"))
+    assert (tmp_path / "run").is_dir()
 
 
 def test_a_read_only_file_system_is_a_write_failure_that_names_the_last_checkpoint(tiny_run, tmp_path, monkeypatch):

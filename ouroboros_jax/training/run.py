@@ -19,7 +19,7 @@ from flax import nnx
 
 from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.errors import NoSeedSurvived, WriteError
+from ouroboros_jax.errors import InputError, NoSeedSurvived, WriteError
 from ouroboros_jax.evaluation import autonomy_summary, correct, generate
 from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.kernel_cache import load_kernels
@@ -58,6 +58,7 @@ from ouroboros_jax.training.run_dir import (
     WAV,
     check_ours,
     checkpoints_dir,
+    remove_if_unused,
 )
 from ouroboros_jax.training.run_state import (
     RunState,
@@ -134,6 +135,7 @@ def train_and_evaluate(config: RunConfig) -> dict:
     data = load_training_data(config.data, config.sampler, config.seed)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, sample_rate=float(data.sample_rate)))
     check_run_fits_data(config, data)
+    made = not out_dir.exists()
     make_output_dir(out_dir, "--out_dir")
     try:
         # One writer holds the directory: process 0 (the others of a multi-host run are the same run).
@@ -144,6 +146,10 @@ def train_and_evaluate(config: RunConfig) -> dict:
             return _train_and_finish(config, out_dir, data, runtime)
     except WriteError as e:
         raise WriteError(f"{e}; {resume_advice(out_dir)}") from None
+    except InputError:
+        if made and runtime.writes:
+            remove_if_unused(out_dir)  # refused before it trained: leave nothing behind
+        raise
 
 
 def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingData, runtime: Runtime) -> dict:

@@ -71,3 +71,14 @@ def check_ours(out_dir: pathlib.Path) -> None:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise InputError(f"--out_dir={out_dir}: holds files that are not a run of ours ({', '.join(foreign[:3])}{more}) "
                          "and no run.json; choose a new or empty directory (nothing was changed)")
+
+
+def remove_if_unused(out_dir: pathlib.Path) -> None:
+    """Removes `out_dir` if a run made it and was refused before it wrote anything but its library
+    log and an empty checkpoints folder; anything else keeps it."""
+    checkpoints = checkpoints_dir(out_dir)
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    if {p.name for p in out_dir.iterdir()} <= {LIBRARIES_LOG}:
+        (out_dir / LIBRARIES_LOG).unlink(missing_ok=True)
+        out_dir.rmdir()
