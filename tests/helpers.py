@@ -1,7 +1,9 @@
 """Shared test fixtures that need the package: golden-configured models and drives, SSM references."""
 
 import dataclasses
+import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -60,3 +62,11 @@ def load_data(data_dir, seed: int = 1234, **settings):
     sampler = SamplerConfig(**{k: v for k, v in settings.items() if k in sampler_fields})
     data = DataConfig(str(data_dir), **{k: v for k, v in settings.items() if k not in sampler_fields})
     return load_training_data(data, sampler, seed)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def output_and_grads(ssm, inputs, cotangent):
+    """y of the selective scan `ssm` and the gradients of <y, cotangent> w.r.t. its five inputs, in
+    one compilation."""
+    y, vjp = jax.vjp(ssm, *inputs)
+    return y, vjp(cotangent)
