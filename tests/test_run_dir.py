@@ -103,6 +103,7 @@ def test_plot_on_a_damaged_run_is_one_line_without_a_background_traceback(tiny_r
         _truncate_arrays(run_dir / "checkpoints" / "2")
     else:
         shutil.rmtree(run_dir / "checkpoints")
+    before = hashes(run_dir)
     result = subprocess.run([sys.executable, "-m", "ouroboros_jax.plot", "specgram", f"--run_dir={run_dir}",
                              f"--out={tmp_path / 'specgram.png'}"], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
@@ -111,6 +112,7 @@ def test_plot_on_a_damaged_run_is_one_line_without_a_background_traceback(tiny_r
     assert result.stderr.strip().splitlines()[-1].startswith("error: " + message.format(run=run_dir))
     # A command that reads a run makes nothing in it: no figure, no checkpoints folder (Orbax would).
     assert not (tmp_path / "specgram.png").exists() and (run_dir / "checkpoints").exists() == (damage == "truncated")
+    assert hashes(run_dir) == before
 
 
 @pytest.mark.parametrize("layout,named", [
