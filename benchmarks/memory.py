@@ -16,14 +16,13 @@ rate (chunked: with one chunk of `--chunk_for_80gb` seeds live).
 import dataclasses
 
 from absl import app, flags
-from synthetic import MODELS, device_training_set
+from synthetic import MODELS, RUN, device_training_set, run_optimizer, run_step_config
 from timing import apply_quick, device_info, emit, versions
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.config import ObjectiveConfig
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
-from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
+from ouroboros_jax.training.step import model_graphdef
 
 QUICK = {"model": "small", "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128}
 GB80 = 80e9
@@ -40,10 +39,10 @@ FLAGS = flags.FLAGS
 
 
 def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -> dict:
-    program = SeedProgram(model_graphdef(model), make_optimizer(), FLAGS.batch_size, 50,
+    program = SeedProgram(model_graphdef(model), run_optimizer(), FLAGS.batch_size, 50,
                           config.rollout, seed_chunk)
-    states, progress = init_seeds(model, make_optimizer(), seed_keys(0, range(n_seeds)))
-    settings = MemberSettings(ObjectiveConfig().weights, 1e-3)
+    states, progress = init_seeds(model, run_optimizer(), seed_keys(0, range(n_seeds)))
+    settings = MemberSettings(RUN.objective.weights, RUN.objective.ic_noise_rms)
     compiled = program.compile_epoch(states, progress, data, settings, tf_var, config)
     return {"compile_s": compiled.seconds, "memory_bytes": compiled.memory}
 
@@ -54,7 +53,7 @@ def main(argv):
         apply_quick(FLAGS, QUICK)
     model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
     data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
-    config = StepConfig(horizon=FLAGS.horizon, rollout=RolloutConfig())
+    config = run_step_config(FLAGS.horizon, model, RolloutConfig())
     common = {"model": FLAGS.model, "n_poly": model.n_poly, "n_batches": FLAGS.n_batches, "batch": FLAGS.batch_size,
               "segment_len": FLAGS.segment_len, "horizon": FLAGS.horizon,
               "encoder_scan": resolve_scan_impl(FLAGS.encoder_scan, model.d_inner), "dtype": "float32"}

@@ -17,14 +17,13 @@ import dataclasses
 
 import jax
 from absl import app, flags
-from synthetic import MODELS, device_training_set
+from synthetic import MODELS, RUN, device_training_set, run_optimizer, run_step_config
 from timing import apply_quick, device_info, emit, measure, versions
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.config import ObjectiveConfig
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
-from ouroboros_jax.training.step import StepConfig, make_optimizer, model_graphdef
+from ouroboros_jax.training.step import model_graphdef
 
 QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
 
@@ -50,16 +49,16 @@ def main(argv):
         raise app.UsageError(f"--horizon={FLAGS.horizon}: cannot exceed --segment_len={FLAGS.segment_len}")
     model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
     data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
-    optimizer = make_optimizer()
+    optimizer = run_optimizer()
     rollout = RolloutConfig(unroll=FLAGS.unroll)
     program = SeedProgram(model_graphdef(model), optimizer, FLAGS.batch_size, max_consecutive_skips=50,
                           rollout=rollout)
-    config = StepConfig(horizon=FLAGS.horizon, rollout=rollout)
+    config = run_step_config(FLAGS.horizon, model, rollout)
 
     def epoch(seed_ids):
         """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
         states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
-        settings = MemberSettings(ObjectiveConfig().weights, 1e-3)
+        settings = MemberSettings(RUN.objective.weights, RUN.objective.ic_noise_rms)
         return lambda: program.run_epoch(states, progress, data, settings, tf_var, config)
 
     separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]

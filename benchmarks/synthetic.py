@@ -10,12 +10,26 @@ import numpy as np
 from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
-from ouroboros_jax.training.step import Batch
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.step import Batch, StepConfig, make_optimizer
 
 MODELS = {
     "default": ModelConfig(),  # the reference CLI defaults: P 16, 3 layers, d_state 4, d_conv 4, expand 10
     "small": ModelConfig(n_kernels=3, n_layers=2, d_state=2, expand_factor=2),
 }
+
+RUN = RunConfig()  # a run's default settings: what every benchmark's step trains with
+
+
+def run_optimizer():
+    """The optimiser of a run with the default settings (--lr, --grad_clip)."""
+    return make_optimizer(RUN.lr, RUN.grad_clip)
+
+
+def run_step_config(horizon: int, model: ModelConfig, rollout) -> StepConfig:
+    """The static step settings of a run with the default objective, at horizon H `horizon`."""
+    return RUN.objective.step_config(horizon, model.sample_rate, rollout)
+
 
 _FADE_IN_S = 0.002  # onset ramp: a step from silence would be an unrealistically broadband click
 

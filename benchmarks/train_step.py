@@ -28,15 +28,14 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
-from synthetic import MODELS, harmonic_batch
+from synthetic import MODELS, RUN, harmonic_batch, run_optimizer, run_step_config
 from timing import apply_quick, device_info, emit, measure, versions
 
 from ouroboros_jax.dynamics import (ROLLOUT_KERNELS, RolloutConfig, initial_state, resolve_rollout_kernel, rollout,
                                     teacher_acceleration)
 from ouroboros_jax.losses import LossWeights, acceleration_anchor_loss, mrstft_loss, teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
-from ouroboros_jax.training.config import ObjectiveConfig
-from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
+from ouroboros_jax.training.step import init_train_state, model_graphdef, train_step
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}
 
@@ -73,8 +72,8 @@ class StepBench:
         self.tf_var = jnp.float32(teacher_acceleration_variance(data.d2x))  # of the batch: the whole "training set"
         self.batch = jax.tree_util.tree_map(jnp.asarray, data)
         # Arrays, as the run loop passes them.
-        self.weights = LossWeights(*(jnp.float32(w) for w in ObjectiveConfig().weights))
-        self.optimizer = make_optimizer()
+        self.weights = LossWeights(*(jnp.float32(w) for w in RUN.objective.weights))
+        self.optimizer = run_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)
         # "auto" resolved beside the encoders, as a run resolves it (`records.resolved_kernels`).
@@ -86,10 +85,10 @@ class StepBench:
 
     def step(self, horizon: int):
         if horizon not in self._steps:
-            config = StepConfig(horizon=horizon, rollout=self.rollout_config)
+            config = run_step_config(horizon, self.model, self.rollout_config)
             self._steps[horizon] = jax.jit(functools.partial(train_step, graphdef=self.graphdef,
                                                              optimizer=self.optimizer, config=config))
-        return self._steps[horizon](self.state, self.batch, self.weights, self.tf_var)
+        return self._steps[horizon](self.state, self.batch, self.weights, self.tf_var, None, RUN.objective.ic_noise_rms)
 
     def config_record(self, horizon: int) -> dict:
         m = self.model
@@ -117,7 +116,7 @@ class StepBench:
             return lambda *a: sum(jnp.vdot(u, w) for u, w in zip(jax.tree_util.tree_leaves(f(*a)),
                                                                   jax.tree_util.tree_leaves(tangent)))
 
-        x0, v0 = initial_state(batch.x, v, batch.cold_start, jax.random.key(2))
+        x0, v0 = initial_state(batch.x, v, batch.cold_start, jax.random.key(2), RUN.objective.ic_noise_rms)
 
         def rolled(d):
             return rollout(d, x0, v0, horizon, self.rollout_config)

@@ -255,7 +255,7 @@ _adjoint_trajectory.defvjp(_adjoint_fwd, _adjoint_bwd)
 
 
 def initial_state(x: jax.Array, v: jax.Array, ic_mask: jax.Array | None = None, key: jax.Array | None = None,
-                  noise_rms: float = 1e-3):
+                  noise_rms: float | None = None):
     """The rollout's initial condition; no gradient flows into it.
 
     By default the data state at sample 0 (x[:, 0], v[:, 0]). Where `ic_mask` is True (cold-start
@@ -265,13 +265,16 @@ def initial_state(x: jax.Array, v: jax.Array, ic_mask: jax.Array | None = None, 
       x, v: (B, L) data state (audio and its velocity in rescaled time).
       ic_mask: (B,) bool or None.
       key: PRNG key, required with `ic_mask`.
-      noise_rms: standard deviation of the cold-start initial state.
+      noise_rms: standard deviation of the cold-start initial state (--ic_noise_rms), required
+        with `ic_mask`.
 
     Returns:
       (x0, v0), each (B,).
     """
     x0, v0 = x[:, 0], v[:, 0]
     if ic_mask is not None:
+        if key is None or noise_rms is None:
+            raise ValueError("a cold start (ic_mask) needs its key and noise_rms")
         noise = noise_rms * jax.random.normal(key, (2, x.shape[0]), dtype=x.dtype)
         x0 = jnp.where(ic_mask, noise[0], x0)
         v0 = jnp.where(ic_mask, noise[1], v0)

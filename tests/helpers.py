@@ -11,6 +11,8 @@ from flax import nnx
 from ouroboros_jax.data import DataConfig, SamplerConfig, load_training_data
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.step import StepConfig
 
 # Jitted calls: compiled once per model structure and input shape, shared across tests.
 compute_drives = nnx.jit(lambda model, x, dxdt: model(x, dxdt))
@@ -70,3 +72,13 @@ def output_and_grads(ssm, inputs, cotangent):
     one compilation."""
     y, vjp = jax.vjp(ssm, *inputs)
     return y, vjp(cotangent)
+
+
+# A run's default settings: what the tests' steps train with unless they say otherwise.
+RUN = RunConfig()
+
+
+def step_config(horizon: int, **overrides) -> StepConfig:
+    """The step settings of a run with the default objective and rollout at horizon H `horizon`
+    (the default 44.1 kHz: the envelope sigma of the golden sets), with `overrides`."""
+    return dataclasses.replace(RUN.objective.step_config(horizon, RUN.model.sample_rate, RUN.rollout), **overrides)

@@ -11,7 +11,8 @@ from jax import test_util
 
 from ouroboros_jax import numba_rollout
 from ouroboros_jax.dynamics import RolloutConfig, resolve_rollout_kernel, state_trajectory
-from ouroboros_jax.training.step import StepConfig, init_train_state, make_optimizer, model_graphdef, train_step
+from ouroboros_jax.training.step import init_train_state, make_optimizer, model_graphdef, train_step
+from tests.helpers import step_config
 from tests.test_step import ALL_TERMS, TINY, syllable
 
 # The settings the kernels branch on: bounds inside the stages or not, either bound absent, h != 1.
@@ -160,9 +161,10 @@ def test_a_training_step_with_the_numba_rollout_equals_the_xla_one():
     of the adjoint moves the gradient norm by O(1)."""
     results = []
     for kernel in ("numba", "xla"):
-        config = StepConfig(horizon=128, stft_configs=((64, 16), (128, 32)), rollout=RolloutConfig(kernel=kernel))
+        config = step_config(128, stft_configs=((64, 16), (128, 32)), rollout=RolloutConfig(kernel=kernel))
         optimizer = make_optimizer(1e-3, 5.0)
-        step = jax.jit(functools.partial(train_step, graphdef=model_graphdef(TINY), optimizer=optimizer, config=config))
+        step = jax.jit(functools.partial(train_step, horizon=None, ic_noise_rms=1e-3, graphdef=model_graphdef(TINY),
+                                         optimizer=optimizer, config=config))
         results.append(step(init_train_state(TINY, optimizer, jax.random.key(0)), syllable(), ALL_TERMS, 1e-3))
     (state, metrics), (want_state, want_metrics) = results
     assert int(metrics.skipped) == 0 and int(want_metrics.skipped) == 0

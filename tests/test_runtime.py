@@ -93,7 +93,7 @@ def test_the_matmul_precision_reaches_every_product_of_the_training_step(precisi
     config = dataclasses.replace(STEP, rollout=RolloutConfig(kernel="xla"))
     step = jax.jit(functools.partial(train_step, graphdef=model_graphdef(model), optimizer=OPTIMIZER, config=config))
     with matmul_precision(precision):
-        text = step.lower(state, batch, ObjectiveConfig().weights, 1e-3, None).as_text()
+        text = step.lower(state, batch, ObjectiveConfig().weights, 1e-3, None, 1e-3).as_text()
     products = re.findall(r"dot_general[^\n]*", text)
     assert len(products) > 10
     assert sum("HIGHEST" in p for p in products) == (len(products) if highest else 0)

@@ -27,17 +27,17 @@ from ouroboros_jax.training.seeds import (
 )
 from ouroboros_jax.training.step import (
     Batch,
-    StepConfig,
     make_optimizer,
     model_graphdef,
 )
+from tests.helpers import step_config
 
 TINY = ModelConfig(n_kernels=3, n_layers=1, d_state=2, d_conv=4, expand_factor=2)
 # A short horizon and quiet audio keep the rollout well-conditioned. With long horizons near
 # the soft-tanh bound the rollout is chaotic in its drives, and the round-off differences
 # between batched and unbatched kernels (1e-7 after one step) grow to the learning-rate scale
 # within a few Adam steps (measured: 7e-3 at H = 96 and amplitude 0.3 after 6 steps, 3e-8 here).
-STEP = StepConfig(horizon=32, stft_configs=((16, 4), (32, 8)))
+STEP = step_config(32, stft_configs=((16, 4), (32, 8)))
 OPTIMIZER = make_optimizer(1e-3, 5.0)
 SETTINGS = MemberSettings(ObjectiveConfig().weights, 1e-3)
 

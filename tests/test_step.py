@@ -29,15 +29,14 @@ from ouroboros_jax.training.step import (
     spectral_losses,
     train_step,
 )
-from tests.helpers import golden_model
+from tests.helpers import RUN, golden_model, step_config
 
 ALL_TERMS = LossWeights(1.0, 1.0, 1.0, 1.0)
 DEFAULT_WEIGHTS = ObjectiveConfig().weights
 # The XLA rollout kernel: example 3's float32 gradient norm is chaotic (below) and its bounds were
 # measured with this kernel's rounding; with the numba kernel's it is 11x the reference's (measured;
 # in float64 the two kernels' gradients there agree to 3e-8; tests/test_numba_rollout.py).
-GOLDEN_STEP = StepConfig(horizon=1100, use_env=True, use_env_log=True,
-                         rollout=RolloutConfig(clamp_stages=False, kernel="xla"))
+GOLDEN_STEP = step_config(1100, use_env=True, use_env_log=True, rollout=RolloutConfig(clamp_stages=False, kernel="xla"))
 
 
 def golden_batch_and_ic(golden, dtype=jnp.float32):
@@ -131,11 +130,12 @@ def syllable(n_segments=2, length=256, sample_rate=44100, seed=0):
 @functools.lru_cache(maxsize=None)
 def jitted_step(config: StepConfig, learning_rate: float, grad_clip: float = 5.0, average_decay: float = 0.0):
     optimizer = make_optimizer(learning_rate, grad_clip, average_decay=average_decay)
-    step = functools.partial(train_step, graphdef=model_graphdef(TINY), optimizer=optimizer, config=config)
+    step = functools.partial(train_step, horizon=None, ic_noise_rms=RUN.objective.ic_noise_rms,
+                             graphdef=model_graphdef(TINY), optimizer=optimizer, config=config)
     return optimizer, jax.jit(step)
 
 
-SMALL_STEP = StepConfig(horizon=128, stft_configs=((64, 16), (128, 32)))
+SMALL_STEP = step_config(128, stft_configs=((64, 16), (128, 32)))
 
 
 def fresh_state(optimizer, seed=0):
@@ -236,7 +236,7 @@ def test_clipping_happens_before_adam_at_the_global_norm():
 
 @pytest.mark.parametrize("mode", ["spectral_rollout", "mse_accel"])
 def test_loss_decreases_on_a_synthetic_syllable(mode):
-    config = StepConfig(horizon=128, stft_configs=((64, 16), (128, 32)), loss_mode=mode)
+    config = step_config(128, stft_configs=((64, 16), (128, 32)), loss_mode=mode)
     optimizer, step = jitted_step(config, 3e-3)
     state = fresh_state(optimizer, seed=1)
     batch = syllable()
@@ -275,7 +275,7 @@ def test_mse_mode_reports_the_legacy_objective_with_the_run_s_penalty():
 
 def test_unknown_loss_mode_is_an_error():
     with pytest.raises(ValueError, match="mse_accel"):
-        StepConfig(loss_mode="mse")
+        step_config(128, loss_mode="mse")
 
 
 @pytest.mark.parametrize("max_iter", [30, pytest.param(1, marks=pytest.mark.slow)])
@@ -311,9 +311,10 @@ def step_gradients(scan_impl: str, gradient: str):
     model = dataclasses.replace(TINY, scan_impl=scan_impl)
     # The XLA rollout kernel for both gradients: the numba kernel is compared in test_numba_rollout.py.
     config = dataclasses.replace(SMALL_STEP, rollout=RolloutConfig(gradient=gradient, kernel="xla"))
-    state = init_train_state(model, make_optimizer(), jax.random.key(0))
+    state = init_train_state(model, make_optimizer(RUN.lr, RUN.grad_clip), jax.random.key(0))
     f = functools.partial(objective, graphdef=model_graphdef(model), batch=syllable(), key=jax.random.key(1),
-                          weights=ALL_TERMS, tf_var=1e-3, config=config)
+                          weights=ALL_TERMS, tf_var=1e-3, config=config, horizon=None,
+                          ic_noise_rms=RUN.objective.ic_noise_rms)
     (total, _), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(state.params)
     return total, grads
 
@@ -347,11 +348,12 @@ def vmapped_objective(horizon: int, dynamic: bool):
     """value_and_grad of `objective` vmapped over 2 seeds; the horizon traced (shared) if dynamic."""
     from ouroboros_jax.training.step import objective
 
-    config = StepConfig(horizon=horizon, use_env=True, use_env_log=True)
+    config = step_config(horizon, use_env=True, use_env_log=True)
 
     def f(params, key, batch, h):
         return jax.value_and_grad(objective, has_aux=True)(params, model_graphdef(TINY), batch, key, ALL_TERMS,
-                                                           1e-3, config, h if dynamic else None)
+                                                           1e-3, config, h if dynamic else None,
+                                                           RUN.objective.ic_noise_rms)
 
     return jax.jit(jax.vmap(f, in_axes=(0, 0, None, None)))
 
@@ -362,7 +364,8 @@ def test_a_traced_horizon_gives_the_static_programs_loss_and_gradients(cold_star
     and all gradients equal the program compiled for that horizon (loss rtol 1e-5; gradients
     atol 1e-5 of each tensor's largest entry: float32 sums in another order), under vmap."""
     batch = syllable(n_segments=2, length=2048)._replace(cold_start=jnp.array([cold_start, cold_start]))
-    states = jax.vmap(lambda k: init_train_state(TINY, make_optimizer(), k))(jax.random.split(jax.random.key(3)))
+    states = jax.vmap(lambda k: init_train_state(TINY, make_optimizer(RUN.lr, RUN.grad_clip), k))(
+        jax.random.split(jax.random.key(3)))
     keys = jax.random.split(jax.random.key(4))
     for program_horizon, horizons in HORIZON_GROUPS.items():
         for horizon in horizons:

@@ -22,7 +22,7 @@ from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
 from ouroboros_jax.settings import setting
 from ouroboros_jax.training.runtime import MATMUL_PRECISIONS
-from ouroboros_jax.training.step import LOSS_MODES
+from ouroboros_jax.training.step import LOSS_MODES, StepConfig
 from ouroboros_jax.training.sweep import SWEEPABLE, n_members, parse_sweep
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -73,6 +73,23 @@ class ObjectiveConfig:
             _check(math.isfinite(value) and value > 0, name, value, "must be a positive number")
         for name in ("spec_warmup_epochs", "env_warmup_epochs"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0 (0: no warm-up)")
+
+    def env_sigma(self, sample_rate: float) -> float:
+        """Sigma of the envelope filter in samples at `sample_rate`."""
+        return self.env_ms / 1000.0 * sample_rate
+
+    def step_config(self, horizon: int, sample_rate: float, rollout: RolloutConfig, use_env: bool | None = None,
+                    use_env_log: bool | None = None) -> StepConfig:
+        """The static settings of a step of this objective with horizon H `horizon`; the envelope
+        terms are computed where their weight is positive (or where `use_env`, `use_env_log` say:
+        a sweep's members may differ)."""
+        return StepConfig(
+            horizon=horizon, loss_mode=self.loss_mode, stft_configs=self.spec_configs,
+            env_sigma=self.env_sigma(sample_rate), env_log_eps=self.env_log_eps, rollout=rollout,
+            use_env=self.lam_env > 0 if use_env is None else use_env,
+            use_env_log=self.lam_env_log > 0 if use_env_log is None else use_env_log,
+            penalty_lam=self.lam if self.loss_mode == "mse_accel" else None,
+        )
 
     @property
     def weights(self) -> LossWeights:

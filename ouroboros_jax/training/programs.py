@@ -59,7 +59,7 @@ class EpochPrograms:
 
     @property
     def env_sigma(self) -> float:
-        return self.config.objective.env_ms / 1000.0 * self.sample_rate
+        return self.config.objective.env_sigma(self.sample_rate)
 
     def horizon(self, epoch: int) -> int:
         c = self.config
@@ -71,13 +71,8 @@ class EpochPrograms:
 
     def step_config(self, epoch: int) -> StepConfig:
         """The static settings of the epoch's program (its horizon: the largest it serves)."""
-        o = self.config.objective
-        return StepConfig(
-            horizon=self._program_horizon[self.horizon(epoch)], loss_mode=o.loss_mode, stft_configs=o.spec_configs,
-            env_sigma=self.env_sigma, env_log_eps=o.env_log_eps, use_env=self.uses("lam_env"),
-            use_env_log=self.uses("lam_env_log"), rollout=self.rollout,
-            penalty_lam=o.lam if o.loss_mode == "mse_accel" else None,
-        )
+        return self.config.objective.step_config(self._program_horizon[self.horizon(epoch)], self.sample_rate,
+                                                 self.rollout, self.uses("lam_env"), self.uses("lam_env_log"))
 
     def traced_horizon(self, epoch: int) -> int | None:
         """The horizon the epoch passes to its program as data (None: the program's own)."""

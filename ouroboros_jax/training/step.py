@@ -20,7 +20,6 @@ from ouroboros_jax.deer import held_guess
 from ouroboros_jax.dynamics import RolloutConfig, initial_state, teacher_acceleration
 from ouroboros_jax.integrators import Rollout, integrate
 from ouroboros_jax.losses import (
-    DEFAULT_STFT_CONFIGS,
     LossWeights,
     acceleration_anchor_loss,
     envelope_l1_loss,
@@ -89,7 +88,8 @@ class StepMetrics(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """The static part of a step: one compilation per distinct value.
+    """The static part of a step: one compilation per distinct value. Built from a run's settings
+    (`ObjectiveConfig.step_config`), which hold every default; here only "off" is one.
 
     Attributes:
       horizon: rollout length H in samples; with a traced horizon passed to `train_step`, the
@@ -103,14 +103,14 @@ class StepConfig:
       penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
     """
 
-    horizon: int = 512
-    loss_mode: LossMode = "spectral_rollout"
-    stft_configs: tuple = DEFAULT_STFT_CONFIGS
-    env_sigma: float = 88.2
-    env_log_eps: float = 1e-4
+    horizon: int
+    loss_mode: LossMode
+    stft_configs: tuple
+    env_sigma: float
+    env_log_eps: float
+    rollout: RolloutConfig
     use_env: bool = False
     use_env_log: bool = False
-    rollout: RolloutConfig = RolloutConfig()
     penalty_lam: float | None = None
 
     def __post_init__(self):
@@ -146,7 +146,7 @@ def _clipped_adam(learning_rate, grad_clip, decay_steps, average_decay):
     return optax.chain(*steps, *([parameter_average(average_decay)] if average_decay else []))
 
 
-def make_optimizer(learning_rate: float = 1e-3, grad_clip: float = 5.0, decay_steps: int | None = None,
+def make_optimizer(learning_rate: float, grad_clip: float, decay_steps: int | None = None,
                    average_decay: float = 0.0):
     """Adam (b1 0.9, b2 0.999, eps 1e-8) after clipping the global gradient norm at `grad_clip`.
 
@@ -264,8 +264,8 @@ class ObjectiveParts(NamedTuple):
     rollout_fallbacks: jax.Array
 
 
-def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon=None,
-              ic_noise_rms=1e-3) -> tuple[jax.Array, ObjectiveParts]:
+def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var, config: StepConfig, horizon,
+              ic_noise_rms) -> tuple[jax.Array, ObjectiveParts]:
     """Total loss of one batch and its `ObjectiveParts`.
 
     `horizon`: None or traced, as in `spectral_losses`; `ic_noise_rms`: standard deviation of
@@ -286,7 +286,7 @@ def objective(params, graphdef, batch: Batch, key, weights: LossWeights, tf_var,
                                                            trajectory.fallbacks)
 
 
-def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon=None, ic_noise_rms=1e-3, *,
+def train_step(state: TrainState, batch: Batch, weights: LossWeights, tf_var, horizon, ic_noise_rms, *,
                graphdef, optimizer: optax.GradientTransformation, config: StepConfig):
     """One optimisation step of one seed.
 
