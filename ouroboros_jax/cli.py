@@ -64,11 +64,12 @@ def check_command(argv: list[str], flag_values: flags.FlagValues, required: dict
             raise InputError(f"--{name} is required: {what}")
 
 
-def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
-    """Parses `argv` into `flag_values`; --help prints the module's doc and its flags and exits."""
+def parse(flag_values: flags.FlagValues, argv: list[str], doc: str | None = None) -> list[str]:
+    """Parses `argv` into `flag_values`; --help prints the command's `doc` (default: the `__main__`
+    module's) and its flags, and exits."""
     if any(arg in _HELP for arg in argv[1:]):
-        main_module = sys.modules["__main__"]
-        print((main_module.__doc__ or "").strip() + "\n\nflags:\n" + flag_values.get_help())
+        doc = sys.modules["__main__"].__doc__ if doc is None else doc
+        print((doc or "").strip() + "\n\nflags:\n" + flag_values.get_help())
         sys.exit(0)
     try:
         remaining = flag_values(argv)
@@ -80,5 +81,7 @@ def parse(flag_values: flags.FlagValues, argv: list[str]) -> list[str]:
 
 
 def run(main, flag_values: flags.FlagValues) -> None:
-    """`absl.app.run(main)` with the CLI's own flags."""
-    app.run(main, flags_parser=lambda argv: parse(flag_values, argv))
+    """`absl.app.run(main)` with the CLI's own flags; --help shows the doc of `main`'s module (run as
+    `python -m ouroboros_jax.<command>` or through `python -m ouroboros_jax <command>`)."""
+    doc = sys.modules[main.__module__].__doc__
+    app.run(main, flags_parser=lambda argv: parse(flag_values, argv, doc))
