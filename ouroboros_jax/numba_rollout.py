@@ -31,8 +31,8 @@ import numpy as np
 from numba import njit, prange
 
 from ouroboros_jax.host_call import host_call
-from ouroboros_jax.model.numba_layer import _one
-from ouroboros_jax.model.numba_scan import _LOCK, _grouped
+from ouroboros_jax.model.numba_layer import typed_one
+from ouroboros_jax.model.numba_scan import LOCK, grouped
 from ouroboros_jax.model.polynomial import power_vector
 
 
@@ -40,9 +40,9 @@ from ouroboros_jax.model.polynomial import power_vector
 def _bounded(u, bound, on):
     """(bound tanh(u / bound), its derivative in u); (u, 1) when not `on`."""
     if not on:
-        return u, _one(u)
+        return u, typed_one(u)
     t = math.tanh(u / bound)
-    return bound * t, _one(u) - t * t
+    return bound * t, typed_one(u) - t * t
 
 
 @njit(fastmath=True, inline="always")
@@ -60,7 +60,7 @@ def _acceleration(W, first, k, om2, ga, xs, vs, bx, bv, clamp, px, pv, dpx, dpv,
     allocation and reference counting (measured 2x slower).
     """
     lanes, size = px.shape
-    one = _one(bx)
+    one = typed_one(bx)
     for c in range(lanes):
         kx, out[c, s, 4] = _bounded(xs[c], bx, clamp[0])
         kv, out[c, s, 5] = _bounded(vs[c], bv, clamp[1])
@@ -104,7 +104,7 @@ def _forward(omega2, gamma, W, x0, v0, active, lanes, hs, bx, bv, clamp, traject
     n_chains, steps, size = trajectory.shape[0], trajectory.shape[1] - 1, W.shape[2]
     save = stages.shape[1] > 0
     h, half, sixth = hs
-    one = _one(bx)
+    one = typed_one(bx)
     for task in prange(-(-n_chains // lanes)):
         first = task * lanes
         n = min(lanes, n_chains - first)
@@ -194,7 +194,7 @@ def _settings(config, dtype):
 def _chains(arrays, core_ndims):
     """The leading (vmapped) shape, the batch size, and the arrays with the leading and batch axes
     flattened into one chain axis, (C, ...); `active` (core ndim 0) repeated over the batch."""
-    lead, arrays = _grouped(arrays, core_ndims)
+    lead, arrays = grouped(arrays, core_ndims)
     batch = max(a.shape[1] for a, k in zip(arrays, core_ndims) if k > 0)
     return lead, batch, [np.repeat(a, batch) if k == 0 else a.reshape((-1,) + a.shape[2:])
                          for a, k in zip(arrays, core_ndims)]
@@ -212,7 +212,7 @@ def _host_forward(omega2, gamma, W, x0, v0, active, *, steps, config, save):
     trajectory = np.empty((n, steps + 1, 2), W.dtype)
     stages = np.empty((n, steps if save else 0, 4, 6), W.dtype)
     end_slopes = np.empty((n, steps if save else 0, 2), W.dtype)
-    with _LOCK:
+    with LOCK:
         _forward(omega2, gamma, W, x0, v0, active, _lanes(n), *_settings(config, W.dtype), trajectory, stages,
                  end_slopes)
     outputs = (trajectory, stages, end_slopes) if save else (trajectory,)
@@ -225,7 +225,7 @@ def _host_backward(stages, end_slopes, active, g_trajectory, *, config):
                                                                       (4, 3, 0, 3))
     g_acceleration = np.empty(stages.shape[:-1], stages.dtype)
     g_s0 = np.empty((stages.shape[0], 2), stages.dtype)
-    with _LOCK:
+    with LOCK:
         _backward(stages, end_slopes, active, _settings(config, stages.dtype)[0], g_trajectory, g_acceleration, g_s0)
     return tuple(a.reshape(lead + (batch,) + a.shape[1:]) for a in (g_acceleration, g_s0))
 

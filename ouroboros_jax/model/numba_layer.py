@@ -23,18 +23,24 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ouroboros_jax.host_call import host_call
-from ouroboros_jax.model.numba_scan import _LANES, _LOCK, _exp, _grouped, _like
+from ouroboros_jax.model.numba_scan import (
+    LANES,
+    LOCK,
+    grouped,
+    shape_dtypes,
+    vector_exp,
+)
 
 _RMS_EPS = 1e-5
 
 
-def _log1p(x):
+def vector_log1p(x):
     """log(1 + x) for x in [0, 1], vectorisable: a Numba-only function, defined below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-@overload(_log1p, jit_options={"fastmath": True})
-def _log1p_overload(x):
+@overload(vector_log1p, jit_options={"fastmath": True})
+def _vector_log1p_overload(x):
     if x != types.float32:
         return lambda x: math.log1p(x)
 
@@ -52,28 +58,28 @@ def _log1p_overload(x):
     return log1p32
 
 
-def _one(x):
+def typed_one(x):
     """1 in the type of x (a bare 1 would promote float32 arithmetic to float64)."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-@overload(_one)
-def _one_overload(x):
+@overload(typed_one)
+def _typed_one_overload(x):
     one = np.float32(1.0) if x == types.float32 else 1.0
     return lambda x: one
 
 
 @njit(fastmath=True, inline="always")
 def _sigmoid(v):
-    return _one(v) / (_one(v) + _exp(-v))
+    return typed_one(v) / (typed_one(v) + vector_exp(-v))
 
 
 @njit(fastmath=True, inline="always")
 def _softplus_and_sigmoid(v):
     """(softplus(v), sigmoid(v)) from one exp: e = exp(-|v|), sigmoid = 1 / (1 + e) or e / (1 + e)."""
-    e = _exp(-abs(v))
-    s = _one(v) / (_one(v) + e)
-    return max(v, v - v) + _log1p(e), s if v >= 0 else e * s
+    e = vector_exp(-abs(v))
+    s = typed_one(v) / (typed_one(v) + e)
+    return max(v, v - v) + vector_log1p(e), s if v >= 0 else e * s
 
 
 @njit(fastmath=True, inline="always")
@@ -106,7 +112,7 @@ def _chain_forward(x, g, b, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, out
         ms = x[g, b, t, 0] - x[g, b, t, 0]
         for m in range(d_model):
             ms += x[g, b, t, m] * x[g, b, t, m]
-        r = _one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
+        r = typed_one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
         for m in range(d_model):
             u[i, m] = x[g, b, t, m] * r * nw[m]
         q = t + d_conv - 1  # p[q] = p_t; p[0 : d_conv - 1] = p_{<0} = 0
@@ -140,7 +146,7 @@ def _chain_forward(x, g, b, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, out
         for n in range(n_state):
             bn, cn = proj[i, rank + n], proj[i, rank + n_state + n]
             for d in range(padded):
-                h[s, n, d] = _exp(dl[i, d] * A[n, d]) * h[s - 1, n, d] + dl[i, d] * xs[d] * bn
+                h[s, n, d] = vector_exp(dl[i, d] * A[n, d]) * h[s - 1, n, d] + dl[i, d] * xs[d] * bn
                 yv[d] += h[s, n, d] * cn
         for d in range(padded):
             sz[i, d] = _sigmoid(z[i, d])
@@ -158,7 +164,7 @@ def _forward(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, out):
     """out (G, B, T, M) of x (G, B, T, M); weights (G, ...) as `block_weights` lists them."""
     n_groups, batch = x.shape[0], x.shape[1]
     width = A.shape[2]
-    padded = -(-width // _LANES) * _LANES
+    padded = -(-width // LANES) * LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
         _chain_forward(x, g, b, nw[g], _padded(Wx[g], width, padded), _padded(Wz[g], width, padded),
@@ -190,7 +196,7 @@ def _out_adjoint(t, xc, sx, z, sz, proj, h, dsk, wout, g_out_t, gwout, gdsk, xs,
             g_yg[d] += go * wout[m, d]
             gwout[m, d] += yv[d] * gate[d] * go
     for d in range(padded):
-        g_z[d] = g_yg[d] * yv[d] * sz[t, d] * (_one(yv[d]) + z[t, d] * (_one(yv[d]) - sz[t, d]))
+        g_z[d] = g_yg[d] * yv[d] * sz[t, d] * (typed_one(yv[d]) + z[t, d] * (typed_one(yv[d]) - sz[t, d]))
         g_ys[d] = g_yg[d] * gate[d]
         g_xs[d] = dsk[d] * g_ys[d]
         gdsk[d] += g_ys[d] * xs[d]
@@ -211,7 +217,7 @@ def _scan_adjoint(t, xs, dl, sp, proj, h, a, wdt, wxp, g_ys, mu, lam_b, g_dl, g_
         sum_b = sum_c = bn - bn
         for d in range(padded):
             lam = mu[n, d] + g_ys[d] * cn
-            decay = _exp(dl[t, d] * a[n, d])
+            decay = vector_exp(dl[t, d] * a[n, d])
             q = lam * decay * h[t, n, d]
             lam_b[d] += lam * bn
             g_dl[d] += q * a[n, d]
@@ -244,7 +250,7 @@ def _input_adjoint(t, x_t, nw, u, p, xc, sx, xs, c_w, wx, wz, g_xs, g_z, g_out_t
     and the RMSNorm: g_x_t = d loss / d x_t (with the residual's g_out_t)."""
     d_model, padded = wx.shape
     for d in range(padded):
-        g_xc[d] = g_xs[d] * sx[t, d] * (_one(xs[d]) + xc[t, d] * (_one(xs[d]) - sx[t, d]))
+        g_xc[d] = g_xs[d] * sx[t, d] * (typed_one(xs[d]) + xc[t, d] * (typed_one(xs[d]) - sx[t, d]))
         gcb[d] += g_xc[d]
     for k in range(c_w.shape[0]):  # xc_t = cb + sum_k cw[k] p_{t - d_conv + 1 + k}
         for d in range(padded):
@@ -264,7 +270,7 @@ def _input_adjoint(t, x_t, nw, u, p, xc, sx, xs, c_w, wx, wz, g_xs, g_z, g_out_t
     for m in range(d_model):
         ms += x_t[m] * x_t[m]
         dot += x_t[m] * nw[m] * g_u[m]
-    r = _one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
+    r = typed_one(ms) / math.sqrt(ms / d_model + _RMS_EPS)
     for m in range(d_model):
         gnw[m] += g_u[m] * x_t[m] * r
         g_x_t[m] = r * nw[m] * g_u[m] - x_t[m] * r * r * r * dot / d_model + g_out_t[m]
@@ -276,7 +282,7 @@ def _backward(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A, Dsk, Wout, g_out,
     """The gradients of sum(out * g_out): g_x like x, and each weight's per chain, (G, B, ...)."""
     n_groups, batch, length, d_model = x.shape
     width = A.shape[2]
-    padded = -(-width // _LANES) * _LANES
+    padded = -(-width // LANES) * LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
         wx, wz, c_w = _padded(Wx[g], width, padded), _padded(Wz[g], width, padded), _padded(cw[g], width, padded)
@@ -312,19 +318,19 @@ _CORE_NDIMS = (3, 1, 2, 2, 2, 1, 2, 2, 1, 2, 1, 2)
 
 
 def _host_forward(*operands):
-    lead, operands = _grouped(operands, _CORE_NDIMS)
+    lead, operands = grouped(operands, _CORE_NDIMS)
     out = np.empty_like(operands[0])
-    with _LOCK:
+    with LOCK:
         _forward(*operands, out)
     return (out.reshape(lead + out.shape[1:]),)
 
 
 def _host_backward(*operands):
-    lead, operands = _grouped(operands, _CORE_NDIMS + (3,))
+    lead, operands = grouped(operands, _CORE_NDIMS + (3,))
     x, weights = operands[0], operands[1:-1]
     n_groups, batch = x.shape[:2]
     grads = [np.empty_like(x)] + [np.empty((n_groups, batch) + w.shape[1:], w.dtype) for w in weights]
-    with _LOCK:
+    with LOCK:
         _backward(*operands, *grads)
     grads = [grads[0]] + [g.sum(axis=1) for g in grads[1:]]
     return tuple(g.reshape(lead + g.shape[1:]) for g in grads)
@@ -334,7 +340,7 @@ def _host_backward(*operands):
 def numba_block(x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A_nd, Dsk, Wout):
     """x + MambaBlock(RMSNorm(x)) by the Numba kernels; x (B, T, M), weights as `_CORE_NDIMS`."""
     operands = (x, nw, Wx, Wz, cw, cb, Wxp, Wdt, bdt, A_nd, Dsk, Wout)
-    return host_call(_host_forward, _like(x), *operands)[0]
+    return host_call(_host_forward, shape_dtypes(x), *operands)[0]
 
 
 def _block_fwd(*operands):
@@ -342,7 +348,7 @@ def _block_fwd(*operands):
 
 
 def _block_bwd(operands, g_out):
-    return tuple(host_call(_host_backward, _like(*operands), *operands, g_out))
+    return tuple(host_call(_host_backward, shape_dtypes(*operands), *operands, g_out))
 
 
 numba_block.defvjp(_block_fwd, _block_bwd)

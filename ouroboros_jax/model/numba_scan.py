@@ -4,7 +4,7 @@ XLA CPU runs a `lax.scan` body on one thread, so the "fused" scan leaves the sec
 Here the forward and backward recurrences are compiled by Numba (`parallel=True`), one
 independent chain per (seed, batch element) spread over the cores, and reached from JAX by
 `host_call` (a host callback) inside a `jax.custom_vjp`. Each chain keeps its state (N, D) in registers'
-reach, D padded to whole vector registers, and the decay exp(delta A) is a polynomial (`_exp`)
+reach, D padded to whole vector registers, and the decay exp(delta A) is a polynomial (`vector_exp`)
 that LLVM vectorises: llvmlite's wheels carry no SVML, so `math.exp` on float32 stays a scalar
 libm call per element (measured 2x slower). The backward recomputes the chain's states into a
 per-chain buffer (1.7 MB at T 4410, in cache) instead of saving (B, T, N, D) states: a saved
@@ -30,13 +30,13 @@ from ouroboros_jax.host_call import host_call
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP's workers spin for a while after each launch, taking the cores from the XLA threads
     # that run next (measured: a layer's scan forward + backward 37 ms with OpenMP, 16 ms with
-    # workqueue, whose workers sleep). Workqueue launches must not overlap: `_LOCK`.
+    # workqueue, whose workers sleep). Workqueue launches must not overlap: `LOCK`.
     numba.config.THREADING_LAYER = "workqueue"
 
-_LANES = 8  # float32 lanes of the 256-bit vectors LLVM uses on x86-64 (AVX2 and AVX-512 alike)
+LANES = 8  # float32 lanes of the 256-bit vectors LLVM uses on x86-64 (AVX2 and AVX-512 alike)
 # The callbacks can be entered from several XLA threads at once (the encoders are independent);
 # workqueue launches must not overlap, and each uses every core anyway. Shared by numba_layer.
-_LOCK = threading.Lock()
+LOCK = threading.Lock()
 
 
 @intrinsic
@@ -47,13 +47,13 @@ def _float_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-def _exp(x):
+def vector_exp(x):
     """exp(x), vectorisable: a Numba-only function, defined by the overload below."""
     raise NotImplementedError("only callable from Numba-compiled code")
 
 
-@overload(_exp, jit_options={"fastmath": True})
-def _exp_overload(x):
+@overload(vector_exp, jit_options={"fastmath": True})
+def _vector_exp_overload(x):
     if x != types.float32:
         return lambda x: math.exp(x)
 
@@ -100,7 +100,7 @@ def _forward(delta, x, A, Bt, Ct, y):
     """
     n_groups, batch, length, width = delta.shape
     n_state = A.shape[1]
-    padded = -(-width // _LANES) * _LANES
+    padded = -(-width // LANES) * LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
         a, h = _padded_A(A, g, padded), np.zeros((n_state, padded), delta.dtype)
@@ -112,7 +112,7 @@ def _forward(delta, x, A, Bt, Ct, y):
             for n in range(n_state):
                 bn, cn = Bt[g, b, t, n], Ct[g, b, t, n]
                 for d in range(padded):
-                    h[n, d] = _exp(dl[d] * a[n, d]) * h[n, d] + dx[d] * bn
+                    h[n, d] = vector_exp(dl[d] * a[n, d]) * h[n, d] + dx[d] * bn
                     yt[d] += h[n, d] * cn
             for d in range(width):
                 y[g, b, t, d] = yt[d]
@@ -124,7 +124,7 @@ def _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C):
     (G, B, N, D; the caller sums over B), by the reverse-time adjoint of `fused_selective_ssm`."""
     n_groups, batch, length, width = delta.shape
     n_state = A.shape[1]
-    padded = -(-width // _LANES) * _LANES
+    padded = -(-width // LANES) * LANES
     for chain in prange(n_groups * batch):
         g, b = chain // batch, chain % batch
         a = _padded_A(A, g, padded)
@@ -135,7 +135,7 @@ def _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C):
             for n in range(n_state):
                 bn = Bt[g, b, t, n]
                 for d in range(padded):
-                    h[t + 1, n, d] = _exp(dl[d] * a[n, d]) * h[t, n, d] + dx[d] * bn
+                    h[t + 1, n, d] = vector_exp(dl[d] * a[n, d]) * h[t, n, d] + dx[d] * bn
         mu = np.zeros((n_state, padded), delta.dtype)  # exp(delta_{t+1} A) lambda_{t+1}
         ga = np.zeros((n_state, padded), delta.dtype)
         for t in range(length - 1, -1, -1):
@@ -150,7 +150,7 @@ def _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C):
                 sum_b = sum_c = bn - bn  # zero of the dtype
                 for d in range(padded):
                     lam = mu[n, d] + gyt[d] * cn
-                    decay = _exp(dl[d] * a[n, d])
+                    decay = vector_exp(dl[d] * a[n, d])
                     q = lam * decay * h[t, n, d]  # d loss / d (delta A)
                     lam_b[d] += lam * bn
                     gd[d] += q * a[n, d]
@@ -166,7 +166,7 @@ def _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C):
         g_A[g, b] = ga[:, :width]
 
 
-def _grouped(arrays, core_ndims):
+def grouped(arrays, core_ndims):
     """Broadcasts the leading (vmapped) axes of all arrays alike and flattens them into one.
 
     Returns:
@@ -181,24 +181,24 @@ _CORE_NDIMS = (3, 3, 2, 3, 3)  # delta, x, A, Bt, Ct
 
 
 def _host_forward(delta, x, A, Bt, Ct):
-    lead, (delta, x, A, Bt, Ct) = _grouped((delta, x, np.swapaxes(A, -1, -2), Bt, Ct), _CORE_NDIMS)
+    lead, (delta, x, A, Bt, Ct) = grouped((delta, x, np.swapaxes(A, -1, -2), Bt, Ct), _CORE_NDIMS)
     y = np.empty_like(delta)
-    with _LOCK:
+    with LOCK:
         _forward(delta, x, A, Bt, Ct, y)
     return (y.reshape(lead + y.shape[1:]),)
 
 
 def _host_backward(delta, x, A, Bt, Ct, gy):
-    lead, (delta, x, A, Bt, Ct, gy) = _grouped((delta, x, np.swapaxes(A, -1, -2), Bt, Ct, gy), _CORE_NDIMS + (3,))
+    lead, (delta, x, A, Bt, Ct, gy) = grouped((delta, x, np.swapaxes(A, -1, -2), Bt, Ct, gy), _CORE_NDIMS + (3,))
     g_delta, g_x, g_B, g_C = (np.empty_like(a) for a in (delta, x, Bt, Ct))
     g_A = np.empty((delta.shape[0], delta.shape[1]) + A.shape[1:], delta.dtype)
-    with _LOCK:
+    with LOCK:
         _backward(delta, x, A, Bt, Ct, gy, g_delta, g_x, g_A, g_B, g_C)
     grads = (g_delta, g_x, np.swapaxes(g_A.sum(axis=1), -1, -2), g_B, g_C)
     return tuple(grad.reshape(lead + grad.shape[1:]) for grad in grads)
 
 
-def _like(*arrays):
+def shape_dtypes(*arrays):
     return tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays)
 
 
@@ -209,7 +209,7 @@ def numba_selective_ssm(delta: jax.Array, x: jax.Array, A: jax.Array, Bt: jax.Ar
     Under `jax.vmap` the kernels get the vmapped axes as leading axes and run
     every (vmapped index, batch element) chain in one parallel launch.
     """
-    return host_call(_host_forward, _like(delta), delta, x, A, Bt, Ct)[0]
+    return host_call(_host_forward, shape_dtypes(delta), delta, x, A, Bt, Ct)[0]
 
 
 def _numba_fwd(delta, x, A, Bt, Ct):
@@ -217,7 +217,7 @@ def _numba_fwd(delta, x, A, Bt, Ct):
 
 
 def _numba_bwd(residuals, gy):
-    return tuple(host_call(_host_backward, _like(*residuals), *residuals, gy))
+    return tuple(host_call(_host_backward, shape_dtypes(*residuals), *residuals, gy))
 
 
 numba_selective_ssm.defvjp(_numba_fwd, _numba_bwd)
