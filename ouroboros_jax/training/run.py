@@ -80,7 +80,6 @@ from ouroboros_jax.training.step import scored_params
 from ouroboros_jax.training.sweep import member_label
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What every stage of a run reads: its settings, directory, data and setup (none changes)."""
