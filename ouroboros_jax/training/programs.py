@@ -44,7 +44,8 @@ class EpochPrograms:
         c = self.config
         horizons = distinct_horizons(c.n_epochs, c.h_min, c.h_max, c.h_schedule)
         if self.horizon_is_data:
-            env_sigma = self.env_sigma if (self.uses("lam_env") or self.uses("lam_env_log")) else None
+            uses_envelope = self.uses("lam_env") or self.uses("lam_env_log")
+            env_sigma = c.objective.env_sigma(self.sample_rate) if uses_envelope else None
             self._program_horizon = program_horizons(horizons, c.objective.spec_configs, env_sigma)
         else:
             self._program_horizon = {h: h for h in horizons}
@@ -56,10 +57,6 @@ class EpochPrograms:
     @property
     def horizon_is_data(self) -> bool:
         return horizon_is_data(self.rollout)
-
-    @property
-    def env_sigma(self) -> float:
-        return self.config.objective.env_sigma(self.sample_rate)
 
     def horizon(self, epoch: int) -> int:
         c = self.config
