@@ -30,6 +30,7 @@ from ouroboros_jax import cli
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.programs import ProgramLedger
 from ouroboros_jax.training.seeds import MemberSettings, init_seeds, n_batches, seed_keys
 from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import Batch
@@ -65,7 +66,8 @@ def main() -> None:
     length = round(config.sampler.context_len * sample_rate)
     steps_per_epoch = n_batches(config.sampler.max_segs, config.batch_size)
     setup = Setup.build(config, sample_rate, steps_per_epoch)
-    programs, program = setup.programs, setup.program
+    plan, program = setup.programs, setup.program
+    programs = ProgramLedger(plan)
     few = harmonic_batch(FLAGS.steps * config.batch_size, length, sample_rate, setup.model.time_scale)
     data = setup.runtime.replicate(Batch(*few))
     vocalisations = harmonic_batch(config.data.n_val_vocs, FLAGS.vocalisation_len, sample_rate).x
@@ -74,27 +76,27 @@ def main() -> None:
     epochs_of = {}  # program key -> its epochs
     n_seeds = config.n_seeds
     for epoch in range(config.n_epochs):
-        epochs_of.setdefault(programs.key(epoch, programs.seeds_at(epoch, n_seeds)), []).append(epoch)
+        epochs_of.setdefault(plan.key(epoch, plan.seeds_at(epoch, n_seeds)), []).append(epoch)
     report, train_s, eval_s, checkpoint_s, saves = [], 0.0, 0.0, 0.0, 0
     for (program_horizon, seeds), epochs in epochs_of.items():
         states, progress = setup.place(*init_seeds(setup.model, setup.optimizer, seed_keys(0, range(seeds))))
-        low, high = programs.serves(program_horizon)
+        low, high = plan.serves(program_horizon)
         step_s = {}
         for horizon in (low, high):  # the program's settings are those of any of its epochs
             settings = MemberSettings(config.objective.weights, config.objective.ic_noise_rms)
-            args = (states, progress, data, settings, tf_var, programs.step_config(epochs[0]),
-                    horizon if programs.horizon_is_data else None)
-            compiled = program.compile_epoch(*args)
-            if compiled is not None:
-                programs.record((program_horizon, seeds), compiled)
-            seconds(lambda: program.run_epoch(*args))  # warm
-            step_s[horizon] = statistics.median(seconds(lambda: program.run_epoch(*args)) for _ in range(2)) / FLAGS.steps
+            args = (states, progress, data, settings, tf_var, horizon if plan.horizon_is_data else None)
+            key = (program_horizon, seeds)
+            if key not in programs.compiled:
+                programs.record(key, program.compile_epoch(plan.step_config(epochs[0]), *args))
+            seconds(lambda: program.run_epoch(programs.compiled[key], *args))  # warm
+            step_s[horizon] = statistics.median(seconds(lambda: program.run_epoch(programs.compiled[key], *args))
+                                                for _ in range(2)) / FLAGS.steps
         outputs_s = [seconds(lambda: program.autonomous_outputs(states, vocalisations, first_derivative(vocalisations)))
                      for _ in range(2)]
         with tempfile.TemporaryDirectory() as folder, Checkpoints(pathlib.Path(folder), 2) as checkpoints:
             save_s = seconds(lambda: checkpoints.save(1, (states, progress), {"seed_ids": list(range(seeds))}))
         slope = (step_s[high] - step_s[low]) / (high - low) if high > low else 0.0
-        program_train = sum(steps_per_epoch * (step_s[low] + slope * (programs.horizon(e) - low)) for e in epochs)
+        program_train = sum(steps_per_epoch * (step_s[low] + slope * (plan.horizon(e) - low)) for e in epochs)
         n_saves = sum(1 for e in epochs if (config.save_freq > 0 and (e + 1) % config.save_freq == 0)
                       or e + 1 == config.n_epochs or (config.culling and e + 1 == config.cull_epoch))
         train_s += program_train
@@ -104,7 +106,7 @@ def main() -> None:
         report.append({"horizon": program_horizon, "serves": [low, high], "seeds": seeds, "epochs": len(epochs),
                        "step_s": {str(h): s for h, s in step_s.items()}, "train_s": program_train,
                        "evaluation_s": outputs_s[-1], "checkpoint_s": save_s,
-                       **programs.compiled[(program_horizon, seeds)]})
+                       **programs.cost((program_horizon, seeds))})
     compile_s = programs.summary()["compile_seconds"]
     emit({"benchmark": "recipe_time", "recipe": [a for a in argv[1:] if a.startswith("--flagfile")],
           "n_epochs": config.n_epochs, "steps_per_epoch": steps_per_epoch, "n_epoch_programs": len(report),

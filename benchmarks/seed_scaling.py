@@ -59,7 +59,8 @@ def main(argv):
         """A call that trains the seeds `seed_ids`, stacked in one program, for one epoch from a fresh start."""
         states, progress = init_seeds(model, optimizer, seed_keys(0, seed_ids))
         settings = MemberSettings(RUN.objective.weights, RUN.objective.ic_noise_rms)
-        return lambda: program.run_epoch(states, progress, data, settings, tf_var, config)
+        compiled = program.compile_epoch(config, states, progress, data, settings, tf_var)
+        return lambda: program.run_epoch(compiled, states, progress, data, settings, tf_var)
 
     separate_runs = [epoch([k]) for k in range(max(map(int, FLAGS.seeds)))]
     single = measure(separate_runs[0], jax.block_until_ready, FLAGS.repeats, FLAGS.warmup)

@@ -76,7 +76,7 @@ class StepBench:
         self.optimizer = run_optimizer()
         self.state = init_train_state(self.model, self.optimizer, jax.random.key(0))
         self.graphdef = model_graphdef(self.model)
-        # "auto" resolved beside the encoders, as a run resolves it (`records.resolved_kernels`).
+        # "auto" resolved beside the encoders, as a run resolves it (`records.resolved_kernels`, in `Setup.build`).
         kernel = resolve_rollout_kernel(RolloutConfig(gradient=self.rollout_gradient, kernel=self.rollout_kernel),
                                         encoder_scan=resolve_scan_impl(self.encoder_scan, self.model.d_inner))
         self.rollout_config = RolloutConfig(unroll=self.unroll, gradient=self.rollout_gradient, kernel=kernel)

@@ -19,7 +19,8 @@ import pytest
 
 from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.training.config import ObjectiveConfig
+from ouroboros_jax.training.config import ObjectiveConfig, RunConfig
+from ouroboros_jax.training.programs import EpochPrograms
 from ouroboros_jax.training.runtime import (
     Runtime,
     inactive_padding,
@@ -29,7 +30,7 @@ from ouroboros_jax.training.runtime import (
 )
 from ouroboros_jax.training.seeds import SeedProgress, init_seeds, seed_keys
 from ouroboros_jax.training.step import Batch, model_graphdef, train_step
-from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
+from tests.test_seeds import OPTIMIZER, STEP, TINY, program, run_epoch, synthetic_data
 
 
 def test_members_pad_to_the_devices_or_the_seed_chunk(monkeypatch):
@@ -62,7 +63,7 @@ def test_inactive_padding_members_never_change():
     prog = program()
     states, progress = init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0, 1]))
     progress = SeedProgress(np.array([True, False]), np.asarray(progress.skip_run))
-    trained, after, _, ran = prog.run_epoch(states, progress, synthetic_data(), SETTINGS, 1e-3, STEP)
+    trained, after, _, ran = run_epoch(prog, states, progress, synthetic_data())
     assert not np.asarray(ran)[1].any() and not bool(np.asarray(after.active)[1])
     for a, b in zip(jax.tree_util.tree_leaves(trained.params), jax.tree_util.tree_leaves(states.params)):
         np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[1])
@@ -122,8 +123,8 @@ def test_on_several_devices_each_trains_its_own_seeds_without_collectives(tmp_pa
         for chunk in (0, 4):
             prog = dataclasses.replace(program(seed_chunk=chunk), mesh=runtime.mesh)
             states, progress = runtime.shard(runtime.fetch(init_seeds(TINY, OPTIMIZER, seed_keys(1, range(8)))))
-            compiled = prog.compile_epoch(states, progress, runtime.replicate(runtime.fetch(synthetic_data())),
-                                          SETTINGS, 1e-3, STEP)
+            compiled = prog.compile_epoch(STEP, states, progress, runtime.replicate(runtime.fetch(synthetic_data())),
+                                          SETTINGS, 1e-3)
             text = compiled.executable.as_text()
             report[chunk] = {{"collectives": sorted(set(re.findall(
                 r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", text))),
@@ -152,3 +153,15 @@ def test_culling_into_the_same_padded_stack_reuses_its_program(tmp_path, capsys)
     with (tmp_path / "seed_cv.csv").open() as f:
         fates = sorted((r["status"], r["stopped_epoch"]) for r in csv.DictReader(f))
     assert fates == [("culled", "1")] * 2 + [("finished", "2")] * 2
+
+
+@pytest.mark.parametrize("unit, kept, same", [(2, 3, True), (2, 2, False), (4, 2, True), (4, 1, True)])
+def test_culling_keeps_the_program_when_the_padded_stack_keeps_its_length(unit, kept, same):
+    """4 seeds stacked in units of `unit` (the devices, or --seed_chunk: `Runtime.n_stacked` pads
+    to either the same way) and culled to `kept`: the epochs after culling run the program of the
+    epochs before it exactly when the padded stack is as long (2 devices, 4 -> 3 seeds: yes)."""
+    config = RunConfig(n_seeds=4, n_epochs=4, cull_frac=0.5, cull_keep=kept, h_schedule="const")
+    plan = EpochPrograms(config, 44100.0, RolloutConfig(), Runtime(seed_chunk=unit).n_stacked)
+    before, after = plan.key(1, 4), plan.key(2, plan.seeds_at(2, 4))
+    assert before == (config.h_max, 4) and after[1] == Runtime(seed_chunk=unit).n_stacked(kept)
+    assert (before == after) is same

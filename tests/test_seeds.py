@@ -51,10 +51,21 @@ def synthetic_data(n=12, length=128, seed=0) -> Batch:
                  jnp.asarray(second_derivative(x), jnp.float32), jnp.asarray(np.arange(n) % 3 == 0))
 
 
-@functools.cache  # one object per setting, so that the tests share its compiled epoch programs
+@functools.cache  # one object per setting, so that the tests share its compiled epoch programs (run_epoch)
 def program(max_consecutive_skips=50, seed_chunk=0) -> SeedProgram:
     return SeedProgram(model_graphdef(TINY), OPTIMIZER, batch_size=4, max_consecutive_skips=max_consecutive_skips,
                        rollout=RolloutConfig(), seed_chunk=seed_chunk)
+
+
+_COMPILED = {}  # the tests' ledger, as a run's: (program, stack, data, sharding) -> its compiled epoch program
+
+
+def run_epoch(prog: SeedProgram, states, progress, data):
+    """One epoch of `prog` with STEP and SETTINGS, its program compiled on first use."""
+    key = (prog, states.step.shape[0], data.x.shape, getattr(states.step, "sharding", None))
+    if key not in _COMPILED:
+        _COMPILED[key] = prog.compile_epoch(STEP, states, progress, data, SETTINGS, 1e-3)
+    return prog.run_epoch(_COMPILED[key], states, progress, data, SETTINGS, 1e-3)
 
 
 def train(seed_ids, epochs=2, poison=None, max_consecutive_skips=50, seed_chunk=0):
@@ -65,7 +76,7 @@ def train(seed_ids, epochs=2, poison=None, max_consecutive_skips=50, seed_chunk=
         bias[...] = bias[...].at[poison, 0].set(jnp.nan)
     data, all_metrics = synthetic_data(), []
     for _ in range(epochs):
-        states, progress, metrics, ran = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
+        states, progress, metrics, ran = run_epoch(prog, states, progress, data)
         all_metrics.append((metrics, ran))
     return states, progress, all_metrics
 
@@ -94,7 +105,7 @@ def test_every_segment_is_used_once_per_epoch_in_an_order_of_each_seed_and_epoch
             np.testing.assert_array_equal(np.sort(flat[:13]), np.arange(13))  # every segment once
             np.testing.assert_array_equal(flat[13:], flat[:3])  # the last batch is filled from the start
             orders.append(tuple(flat[:13]))
-        states, progress, _, _ = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
+        states, progress, _, _ = run_epoch(prog, states, progress, data)
     assert len(set(orders)) == 4  # each seed draws its own order, and a new one every epoch
 
 
@@ -147,7 +158,7 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
         import jax, numpy as np
         from jax.sharding import PartitionSpec
         import dataclasses
-        from tests.test_seeds import OPTIMIZER, SETTINGS, STEP, TINY, program, synthetic_data
+        from tests.test_seeds import OPTIMIZER, TINY, program, run_epoch, synthetic_data
         from ouroboros_jax.training.runtime import Runtime
         from ouroboros_jax.training.seeds import init_seeds, seed_keys
         assert jax.device_count() == 4
@@ -161,7 +172,7 @@ def test_sharded_seeds_equal_unsharded(tmp_path):
             place = runtime.shard if sharded else one
             states, progress = place(runtime.fetch(init_seeds(TINY, OPTIMIZER, seed_keys(1234, [0, 1, 2, 3]))))
             data = (runtime.replicate if sharded else one)(runtime.fetch(synthetic_data()))
-            states, progress, _, _ = prog.run_epoch(states, progress, data, SETTINGS, 1e-3, STEP)
+            states, progress, _, _ = run_epoch(prog, states, progress, data)
             leaf = states.params["kernel_head"]["kernel"][...]
             assert (leaf.sharding.spec == PartitionSpec("seed")) if sharded else len(leaf.devices()) == 1, leaf.sharding
             results.append([np.asarray(a) for a in jax.tree_util.tree_leaves(states.params)])

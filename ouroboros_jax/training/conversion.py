@@ -161,7 +161,7 @@ def convert_reference_checkpoint(path, out_dir, sample_rate: int | None = None, 
         checkpoints.close()
     # run.json last: without it the directory is not a run, so an interrupted conversion is never read as one.
     write_json(out_dir / RUN_INFO, run_info(
-        config, sample_rate, None, None,
+        config, setup.kernels, sample_rate, None, None,
         converted_from={"torch_checkpoint": str(reference.path.absolute()), "epoch": reference.epoch,
                         "tau": reference.tau, **reference.structure},
     ))

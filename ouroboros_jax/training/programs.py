@@ -1,4 +1,5 @@
-"""Which compiled epoch program trains each epoch of a run, and what compiling them cost.
+"""Which compiled epoch program trains each epoch of a run (`EpochPrograms`, the plan, static), and
+the programs a run has compiled with what they cost (`ProgramLedger`, the one place they are kept).
 
 The horizon is data, not shape: one program serves every horizon of the curriculum that keeps
 the same STFT configs (`curriculum.program_horizons`), rolling out to its largest horizon and
@@ -27,9 +28,9 @@ from ouroboros_jax.training.step import StepConfig
 from ouroboros_jax.training.sweep import values_of
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class EpochPrograms:
-    """The run's epoch programs: keyed by (program horizon, stack length), compiled once each.
+    """The run's epoch programs: which one trains each epoch, keyed by (program horizon, stack length).
 
     `stack` gives the stack length that holds a number of seeds (`runtime.Runtime.n_stacked`).
     """
@@ -38,7 +39,7 @@ class EpochPrograms:
     sample_rate: float
     rollout: RolloutConfig
     stack: Callable[[int], int]
-    compiled: dict = dataclasses.field(default_factory=dict)  # key -> {"seconds", "cached", "memory_bytes"}
+    _program_horizon: dict = dataclasses.field(init=False, repr=False, compare=False)  # horizon -> its program's
 
     def __post_init__(self):
         c = self.config
@@ -46,9 +47,10 @@ class EpochPrograms:
         if self.horizon_is_data:
             uses_envelope = self.uses("lam_env") or self.uses("lam_env_log")
             env_sigma = c.objective.env_sigma(self.sample_rate) if uses_envelope else None
-            self._program_horizon = program_horizons(horizons, c.objective.spec_configs, env_sigma)
+            program_horizon = program_horizons(horizons, c.objective.spec_configs, env_sigma)
         else:
-            self._program_horizon = {h: h for h in horizons}
+            program_horizon = {h: h for h in horizons}
+        object.__setattr__(self, "_program_horizon", program_horizon)  # derived once from the frozen fields
 
     def uses(self, weight: str) -> bool:
         """Whether some member of the run gives loss term `weight` (e.g. "lam_env") a positive weight."""
@@ -86,19 +88,35 @@ class EpochPrograms:
         culls_later = c.culling and epoch >= c.cull_epoch and n_seeds > c.cull_keep
         return c.cull_keep if culls_later else n_seeds
 
+
+@dataclasses.dataclass
+class ProgramLedger:
+    """The epoch programs this process has compiled for a run, by `EpochPrograms.key`: the one place
+    they are kept (the run compiles each before its first epoch, `training.run`), with their cost."""
+
+    plan: EpochPrograms
+    compiled: dict[tuple[int, int], Compiled] = dataclasses.field(default_factory=dict)
+
     def record(self, key: tuple[int, int], compiled: Compiled) -> None:
-        self.compiled[key] = {"seconds": compiled.seconds, "cached": compiled.cached, "memory_bytes": compiled.memory}
+        self.compiled[key] = compiled
 
     def compile_seconds_ahead(self, next_epoch: int, n_seeds: int) -> float:
         """Expected compile time of the programs the epochs from `next_epoch` on still need: their
         number times the mean time of the fresh compiles so far (0 before any)."""
-        ahead = {self.key(e, self.seeds_at(e, n_seeds)) for e in range(next_epoch, self.config.n_epochs)}
-        fresh = [r["seconds"] for r in self.compiled.values() if not r["cached"]]
+        plan = self.plan
+        ahead = {plan.key(e, plan.seeds_at(e, n_seeds)) for e in range(next_epoch, plan.config.n_epochs)}
+        fresh = [c.seconds for c in self.compiled.values() if not c.cached]
         return len(ahead - set(self.compiled)) * (float(np.mean(fresh)) if fresh else 0.0)
+
+    def cost(self, key: tuple[int, int]) -> dict:
+        """What compiling the program of `key` cost: its `seconds`, whether it was `cached`, and its
+        `memory_bytes` per device (`Compiled.memory`)."""
+        compiled = self.compiled[key]
+        return {"seconds": compiled.seconds, "cached": compiled.cached, "memory_bytes": compiled.memory}
 
     def summary(self) -> dict:
         """For run.json and the manifest: the programs compiled by this process and their cost."""
-        programs = [{"horizon": h, "serves": list(self.serves(h)), "n_stacked": n, **r}
-                    for (h, n), r in self.compiled.items()]
+        programs = [{"horizon": h, "serves": list(self.plan.serves(h)), "n_stacked": n, **self.cost((h, n))}
+                    for h, n in self.compiled]
         return {"epoch_programs": programs, "n_epoch_programs": len(programs),
-                "compile_seconds": sum(r["seconds"] for r in self.compiled.values())}
+                "compile_seconds": sum(c.seconds for c in self.compiled.values())}

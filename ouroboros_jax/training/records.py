@@ -23,17 +23,19 @@ from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
 
 
-def run_info(config, sample_rate, batches_per_epoch, n_segments, **extra) -> dict:
-    """The content of run.json: what tools need to read the run (`trained.load_run`, `monitor`, `plot`)."""
+def run_info(config, kernels: dict, sample_rate, batches_per_epoch, n_segments, **extra) -> dict:
+    """The content of run.json: what tools need to read the run (`trained.load_run`, `monitor`, `plot`);
+    `kernels` are the ones it runs (`resolved_kernels`, as `setup.Setup.kernels`)."""
     return {"config": config.fingerprint(), "n_epochs": config.n_epochs, "batches_per_epoch": batches_per_epoch,
             "n_segments": n_segments, "sample_rate": sample_rate, "seeds": list(range(config.n_members)),
             "member_names": [member_name(config, k) for k in range(config.n_members)],
-            "cull_epoch": config.cull_epoch if config.culling else None, "kernels": resolved_kernels(config), **extra}
+            "cull_epoch": config.cull_epoch if config.culling else None, "kernels": kernels, **extra}
 
 
 def resolved_kernels(config) -> dict:
     """The kernels the run's encoder scan and rollout kernel settings stand for here ("auto" resolved,
-    the rollout's beside the encoders', `dynamics.resolve_rollout_kernel`)."""
+    the rollout's beside the encoders', `dynamics.resolve_rollout_kernel`); resolved once, when the
+    run is set up (`setup.Setup.build`), which records them."""
     encoder_scan = resolve_scan_impl(config.model.scan_impl, config.model.d_inner)
     return {"encoder_scan": encoder_scan,
             "rollout_kernel": resolve_rollout_kernel(config.rollout, encoder_scan=encoder_scan)}
@@ -134,19 +136,20 @@ def _versions() -> dict:
             "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def manifest_fields(config, data, skips: dict, device: dict) -> dict:
+def manifest_fields(config, kernels: dict, data, skips: dict, device: dict) -> dict:
     """The manifest's fields that do not depend on the selection: every setting by its flag's name,
     the data, versions, device.
 
     Args:
       config: the run's `RunConfig`.
+      kernels: the kernels it runs (`resolved_kernels`).
       data: its `TrainingData`.
       skips: seed id -> skipped (non-finite) steps over the run, every seed.
       device: the devices it ran on (`runtime.Runtime.describe`).
     """
     values = settings.flat(config)
     return {
-        **values, "data_dir": str(values["data_dir"]), **resolved_kernels(config),
+        **values, "data_dir": str(values["data_dir"]), **kernels,
         # The reference's names of these.
         "context_len_s": values["context_len"], "H_min": config.h_min, "H_max": config.h_max,
         "H_schedule": config.h_schedule, "sr": data.sample_rate,

@@ -25,6 +25,7 @@ from ouroboros_jax.figures import DPI, specgram_figure
 from ouroboros_jax.kernel_cache import load_kernels
 from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.training.checkpoints import Checkpoints, DamagedCheckpoint, completed_epochs
+from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.library_log import libraries_logged_to
 from ouroboros_jax.training.lock import RunLock
@@ -39,11 +40,11 @@ from ouroboros_jax.training.outputs import (
     write_wav,
 )
 from ouroboros_jax.training.preflight import check_run_fits_data, describe_data
+from ouroboros_jax.training.programs import ProgramLedger
 from ouroboros_jax.training.records import (
     VOCALISATION_COLUMNS,
     check_resumable,
     manifest_fields,
-    resolved_kernels,
     run_info,
     selection_fields,
     vocalisation_rows,
@@ -155,18 +156,19 @@ def _train_and_finish(config: RunConfig, out_dir: pathlib.Path, data: TrainingDa
     steps_per_epoch = n_batches(len(data.x), config.batch_size)
     job = Job(config, out_dir, data, Setup.build(config, data.sample_rate, steps_per_epoch, runtime))
     console(runtime.members_line(config.n_members))
-    kernels = resolved_kernels(config)
+    kernels = job.setup.kernels
     loaded = load_kernels(kernels["encoder_scan"] == "numba", kernels["rollout_kernel"] == "numba")
     if loaded:
         console(loaded)
-    info = run_info(config, data.sample_rate, steps_per_epoch, len(data.x))
+    info = run_info(config, kernels, data.sample_rate, steps_per_epoch, len(data.x))
+    programs = ProgramLedger(job.setup.programs)
     with Checkpoints(checkpoints_dir(out_dir), config.max_saved) as checkpoints:
         state = _start(job, checkpoints)
         runtime.write(write_json, out_dir / RUN_INFO, info)
         with Logbook(out_dir, config, steps_per_epoch, writes=runtime.writes) as logbook:
-            state = _train(job, state, checkpoints, logbook)
-        runtime.write(write_json, out_dir / RUN_INFO, {**info, **job.setup.programs.summary()})
-    return _finish(job, state)
+            state = _train(job, programs, state, checkpoints, logbook)
+        runtime.write(write_json, out_dir / RUN_INFO, {**info, **programs.summary()})
+    return _finish(job, programs, state)
 
 
 def _start(job: Job, checkpoints: Checkpoints) -> RunState:
@@ -191,8 +193,10 @@ def _start(job: Job, checkpoints: Checkpoints) -> RunState:
     return init_run(job.setup, config)
 
 
-def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook) -> RunState:
-    """Trains from the state's epoch to --n_epochs, or until every member has stopped."""
+def _train(job: Job, programs: ProgramLedger, state: RunState, checkpoints: Checkpoints,
+           logbook: Logbook) -> RunState:
+    """Trains from the state's epoch to --n_epochs, or until every member has stopped, compiling
+    each epoch program when it is first needed (into `programs`)."""
     config, setup = job.config, job.setup
     train_set = setup.runtime.replicate(training_set(job.data, setup.model.time_scale))
     tf_var = teacher_acceleration_variance(job.data.d2x.astype(np.float64) * setup.model.time_scale**2)
@@ -207,14 +211,14 @@ def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook
             state = cull(setup, config, state, scores or job.validation(state)[1])
             console("culling after epoch %d: keeping seeds %s", state.epoch, list(state.members))
             console(setup.runtime.members_line(len(state.members)))
-        _compile(job, state, train_set, tf_var)
+        program = _compiled(job, programs, state, train_set, tf_var)
         t0 = time.perf_counter()
-        state, outcome = train_epoch(setup, config, state, train_set, tf_var)
+        state, outcome = train_epoch(setup, config, state, train_set, tf_var, program)
         outputs, scores = job.validation(state)
         epoch_seconds.append(time.perf_counter() - t0)
         active, epoch = outcome.active, state.epoch - 1
         logbook.epoch(epoch, state.members, outcome.metrics, outcome.ran, scores, active, epoch_seconds,
-                      setup.programs.compile_seconds_ahead(state.epoch, len(state.members)))
+                      programs.compile_seconds_ahead(state.epoch, len(state.members)))
         if (state.epoch == config.n_epochs or (config.save_freq > 0 and state.epoch % config.save_freq == 0)
                 or (config.culling and state.epoch == config.cull_epoch) or not active.any()):
             first = job.data.val_vocalisations.window(0)
@@ -223,43 +227,45 @@ def _train(job: Job, state: RunState, checkpoints: Checkpoints, logbook: Logbook
     return state
 
 
-def _compile(job: Job, state: RunState, train_set, tf_var) -> None:
-    """Compiles the epoch program of the state's next epoch unless it is, saying why and what it cost."""
-    programs = job.setup.programs
-    key = programs.key(state.epoch, len(state.members))
+def _compiled(job: Job, programs: ProgramLedger, state: RunState, train_set, tf_var) -> Compiled:
+    """The epoch program of the state's next epoch: from `programs`, or compiled now, saying why and
+    what it cost."""
+    plan = job.setup.programs
+    key = plan.key(state.epoch, len(state.members))
     if key in programs.compiled:
-        return
+        return programs.compiled[key]
     (program_horizon, _), known = key, programs.compiled
     reason = ("first epoch" if not known else "culling changed the number of seeds"
-              if program_horizon in {h for h, _ in known} else "new STFT configs" if programs.horizon_is_data
+              if program_horizon in {h for h, _ in known} else "new STFT configs" if plan.horizon_is_data
               else "new horizon")
-    low, high = programs.serves(program_horizon)
+    low, high = plan.serves(program_horizon)
     console("compiling the epoch program: H=%s, seeds=%d (%s)", str(high) if low == high else f"{low}-{high}",
             len(state.members), reason)
-    compiled = job.setup.program.compile_epoch(*epoch_arguments(job.setup, job.config, state, train_set, tf_var))
+    compiled = job.setup.program.compile_epoch(plan.step_config(state.epoch),
+                                               *epoch_arguments(job.setup, job.config, state, train_set, tf_var))
     programs.record(key, compiled)
-    uncacheable = _uncacheable(job.config)
+    uncacheable = _uncacheable(job.setup.kernels)
     console("  ready in %.1f s (%s)", compiled.seconds,
             "from the compilation cache" if compiled.cached else "compiled; cached for later runs" if not uncacheable
             else f"compiled; programs with the {uncacheable} cannot be cached")
+    return compiled
 
 
-def _uncacheable(config: RunConfig) -> str:
+def _uncacheable(kernels: dict) -> str:
     """What keeps the run's programs out of JAX's persistent compilation cache ("" if nothing): the
     numba kernels' host callbacks, which JAX does not serialise."""
-    kernels = resolved_kernels(config)
     return " and ".join(name for name, numba in (("numba encoder scan", kernels["encoder_scan"] == "numba"),
                                                  ("numba rollout", kernels["rollout_kernel"] == "numba")) if numba)
 
 
-def _finish(job: Job, state: RunState) -> dict:
+def _finish(job: Job, programs: ProgramLedger, state: RunState) -> dict:
     """Selection, test score, seed_cv.csv, manifest, WAV and figure."""
     config, out_dir, runtime = job.config, job.out_dir, job.setup.runtime
     val_outputs, scores = job.validation(state)
     runtime.write(write_seed_cv, out_dir / SEED_CV, final_rows(config, state, scores))
     best = select(config, state, scores)
-    manifest = {**manifest_fields(config, job.data, state.records.skips, runtime.describe()),
-                **job.setup.programs.summary(), "n_stacked": state.progress.active.shape[0]}
+    manifest = {**manifest_fields(config, job.setup.kernels, job.data, state.records.skips, runtime.describe()),
+                **programs.summary(), "n_stacked": state.progress.active.shape[0]}
     stopped = state.records.stopped
     if best is None:
         manifest.update(selected_seed=None, diverged_seeds=sorted(stopped))

@@ -1,7 +1,7 @@
 """The run as one state: a `RunState` and its transitions (docs/architecture.md, "From flags to outputs").
 
     state = init_run(setup, config)                                  # or restore_run(...)
-    state, outcome = train_epoch(setup, config, state, train_set, tf_var)
+    state, outcome = train_epoch(setup, config, state, train_set, tf_var, program)  # its compiled program
     scores = score_members(vocalisations, outputs, sample_rate)      # host: SciPy
     state = cull(setup, config, state, scores)                       # at the cull epoch
     best = select(config, state, scores)             # None: every member diverged
@@ -24,6 +24,7 @@ from ouroboros_jax.curriculum import warmup_weights
 from ouroboros_jax.data.vocalisations import Vocalisations
 from ouroboros_jax.evaluation import Autonomy, autonomy_score, ranking
 from ouroboros_jax.training.checkpoints import Checkpoints
+from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.records import checkpoint_meta, read_checkpoint_meta, seed_row
 from ouroboros_jax.training.runtime import pad_ids, unpadded
@@ -116,17 +117,17 @@ def epoch_settings(config: RunConfig, state: RunState) -> MemberSettings:
 
 
 def epoch_arguments(setup: Setup, config: RunConfig, state: RunState, train_set: Batch, tf_var) -> tuple:
-    """The arguments of `SeedProgram.run_epoch` (and `compile_epoch`) for the epoch after `state.epoch`."""
-    programs = setup.programs
+    """The arguments of `SeedProgram.run_epoch` (and `compile_epoch`) after the program (its
+    `StepConfig`) for the epoch after `state.epoch`."""
     return (state.states, state.progress, train_set, epoch_settings(config, state), tf_var,
-            programs.step_config(state.epoch), programs.traced_horizon(state.epoch))
+            setup.programs.traced_horizon(state.epoch))
 
 
-def train_epoch(setup: Setup, config: RunConfig, state: RunState, train_set: Batch,
-                tf_var) -> tuple[RunState, EpochOutcome]:
-    """Trains every member for the epoch after `state.epoch` (one compiled call), and records
-    their skipped steps and the members it stopped as diverged."""
-    result = setup.program.run_epoch(*epoch_arguments(setup, config, state, train_set, tf_var))
+def train_epoch(setup: Setup, config: RunConfig, state: RunState, train_set: Batch, tf_var,
+                program: Compiled) -> tuple[RunState, EpochOutcome]:
+    """Trains every member for the epoch after `state.epoch` with its compiled `program` (one call),
+    and records their skipped steps and the members it stopped as diverged."""
+    result = setup.program.run_epoch(program, *epoch_arguments(setup, config, state, train_set, tf_var))
     metrics, ran, active = state.fetched(setup, (result.metrics, result.ran, result.progress.active))
     skipped = (metrics.skipped * ran).sum(axis=1)
     skips, stopped = dict(state.records.skips), dict(state.records.stopped)

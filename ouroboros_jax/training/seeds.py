@@ -141,12 +141,13 @@ def _seed_epoch(state: TrainState, progress: SeedProgress, weights: LossWeights,
 
 @dataclasses.dataclass(frozen=True)
 class SeedProgram:
-    """Compiles and runs the epoch and evaluation programs for all seeds.
+    """Compiles and runs the epoch and evaluation programs for all seeds (it keeps no program: the
+    run's `programs.ProgramLedger` does).
 
-    One compilation per distinct `StepConfig` and seed count, kept in one cache. With a traced
-    horizon (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own
-    that keeps the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of
-    programs rather than one per horizon.
+    One epoch program per distinct `StepConfig`, stack and data shape. With a traced horizon
+    (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own that keeps
+    the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of programs
+    rather than one per horizon.
     With a `mesh` (`runtime.Runtime.mesh`) every device runs its own shard of the stack
     (`shard_map`; the caller shards it, `runtime.Runtime.shard`): left to itself XLA's partitioner
     gathers the whole seed axis onto every device for the FFTs of the loss. With `seed_chunk` the
@@ -183,16 +184,6 @@ class SeedProgram:
         local_chunk = self.seed_chunk // (self.mesh.size if self.mesh is not None else 1)
         return jax.jit(self._per_device(chunked_vmap(seed_epoch, local_chunk, n_mapped=4), n_mapped=4))
 
-    @functools.cached_property
-    def _compiled(self) -> dict:
-        """`_program_key` -> `Compiled`: the one cache of the epoch programs (each compiled ahead of time)."""
-        return {}
-
-    @staticmethod
-    def _program_key(states: TrainState, data: Batch, config: StepConfig, horizon) -> tuple:
-        # A compiled program is specialised to its inputs' shapes and shardings.
-        return config, states.step.shape[0], getattr(states.step, "sharding", None), data.x.shape, horizon is None
-
     @staticmethod
     def _epoch_args(states, progress, data, settings, tf_var, horizon):
         n = states.step.shape[0]
@@ -201,36 +192,27 @@ class SeedProgram:
         return (states, progress, weights, ic_noise_rms, data, jnp.asarray(tf_var, jnp.float32),
                 None if horizon is None else jnp.asarray(horizon, jnp.int32))
 
-    def compile_epoch(self, states: TrainState, progress: SeedProgress, data: Batch, settings: MemberSettings,
-                      tf_var, config: StepConfig, horizon: int | None = None) -> Compiled | None:
-        """Compiles the epoch program of `run_epoch` with these arguments now, unless it already is.
-
-        Returns:
-          What the compile cost and whether the program came from the persistent cache; None
-          when this process had already compiled it.
-        """
-        key = self._program_key(states, data, config, horizon)
-        if key in self._compiled:
-            return None
+    def compile_epoch(self, config: StepConfig, states: TrainState, progress: SeedProgress, data: Batch,
+                      settings: MemberSettings, tf_var, horizon: int | None = None) -> Compiled:
+        """The epoch program of `config` for `run_epoch` with arguments of these shapes and shardings
+        (with a traced horizon when `horizon` is not None), compiled now: with what the compile
+        cost and whether it came from the persistent cache."""
         args = self._epoch_args(states, progress, data, settings, tf_var, horizon)
-        self._compiled[key] = compile_ahead(self._epoch_fn(config), *args)
-        return self._compiled[key]
+        return compile_ahead(self._epoch_fn(config), *args)
 
-    def run_epoch(self, states: TrainState, progress: SeedProgress, data: Batch, settings: MemberSettings,
-                  tf_var, config: StepConfig, horizon: int | None = None) -> EpochResult:
-        """Trains every seed for one epoch (compiling its program first if needed: `compile_epoch`).
+    def run_epoch(self, program: Compiled, states: TrainState, progress: SeedProgress, data: Batch,
+                  settings: MemberSettings, tf_var, horizon: int | None = None) -> EpochResult:
+        """Trains every seed for one epoch with `program` (`compile_epoch` of arguments like these).
 
         `settings`: this epoch's loss weights and cold-start noise, scalars shared by every seed
         or (S,) per member of a sweep.
 
-        `horizon`: None (the static `config.horizon`), or this epoch's horizon, passed to the
-        compiled program as data (<= config.horizon, with the same STFT configs).
+        `horizon`: None (the program's static `config.horizon`), or this epoch's horizon, passed to
+        the program as data (<= config.horizon, with the same STFT configs).
 
         `data`: the whole training set, shared by every seed.
         """
-        self.compile_epoch(states, progress, data, settings, tf_var, config, horizon)
-        program = self._compiled[self._program_key(states, data, config, horizon)].executable
-        return program(*self._epoch_args(states, progress, data, settings, tf_var, horizon))
+        return program.executable(*self._epoch_args(states, progress, data, settings, tf_var, horizon))
 
     @functools.cached_property
     def _outputs_fn(self):

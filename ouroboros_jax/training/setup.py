@@ -1,8 +1,8 @@
 """What a run builds from its settings and data before it trains: the model's config at the
-data's sample rate, the optimiser, the integrator, the compiled programs and the devices.
+data's sample rate, the optimiser, the integrator, the plan of its programs and the devices.
 
 `Setup` is static (nothing in it changes while the run trains); the run's state is
-`run_state.RunState`.
+`run_state.RunState`, and the programs it has compiled are in its `programs.ProgramLedger`.
 """
 
 import dataclasses
@@ -42,7 +42,8 @@ from ouroboros_jax.training.sweep import member_seed, member_values
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """What a run builds from its config and data: model config, optimiser, integrator, programs, devices."""
+    """What a run builds from its config and data: model config, optimiser, integrator, the programs
+    it compiles and runs (`program`) and which one trains each epoch (`programs`), devices."""
 
     model: ModelConfig
     optimizer: optax.GradientTransformation
@@ -57,15 +58,22 @@ class Setup:
         """`steps_per_epoch`: the optimiser's steps per epoch (None where unknown: a constant
         learning rate needs none)."""
         runtime = runtime or Runtime(config.seed_chunk)
-        model = dataclasses.replace(config.model, sample_rate=float(sample_rate))
+        # "auto" kernels are resolved here, once: what the run's programs trace is what it records.
+        kernels = resolved_kernels(config)
+        model = dataclasses.replace(config.model, sample_rate=float(sample_rate), scan_impl=kernels["encoder_scan"])
         decay_steps = config.n_epochs * steps_per_epoch if config.lr_schedule == "cosine" else None
         optimizer = make_optimizer(config.lr, config.grad_clip, decay_steps, config.ema_decay)
         rollout = dataclasses.replace(config.rollout, step_size=1.0 / model.time_scale,
-                                      kernel=resolved_kernels(config)["rollout_kernel"])
+                                      kernel=kernels["rollout_kernel"])
         program = SeedProgram(model_graphdef(model), optimizer, config.batch_size, config.max_consecutive_skips,
                               rollout, runtime.seed_chunk, runtime.mesh)
         programs = EpochPrograms(config, float(sample_rate), rollout, runtime.n_stacked)
         return cls(model, optimizer, rollout, program, programs, runtime)
+
+    @property
+    def kernels(self) -> dict:
+        """The encoder scan and rollout kernel the run's programs use (run.json's `kernels`)."""
+        return {"encoder_scan": self.model.scan_impl, "rollout_kernel": self.rollout.kernel}
 
     def init(self, config: RunConfig, member_ids, params=None) -> tuple[TrainState, SeedProgress]:
         """Fresh stacked states of the members `member_ids` on the host: each with its seed's key
