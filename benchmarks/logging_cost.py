@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from timing import device_info, emit, versions
 
-from ouroboros_jax.evaluation import Autonomy
+from ouroboros_jax.scoring.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.logbook import Logbook
 from ouroboros_jax.training.step import StepMetrics

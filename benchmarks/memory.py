@@ -19,8 +19,8 @@ from absl import app, flags
 from synthetic import MODELS, RUN, device_training_set, run_optimizer, run_step_config
 from timing import apply_quick, device_info, emit, versions
 
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import model_graphdef
 

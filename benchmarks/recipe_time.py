@@ -27,7 +27,7 @@ from synthetic import harmonic_batch
 from timing import device_info, emit, versions
 
 from ouroboros_jax import cli
-from ouroboros_jax.derivatives import first_derivative
+from ouroboros_jax.objective.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.programs import ProgramLedger

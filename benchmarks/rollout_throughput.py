@@ -19,12 +19,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from timing import apply_quick, device_info, emit, measure, versions
 
-from ouroboros_jax.deer import deer_rollout
-from ouroboros_jax.dynamics import RolloutConfig, rollout
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import structural_mask
-from timing import apply_quick, device_info, emit, measure, versions
+from ouroboros_jax.ode.deer import deer_rollout
+from ouroboros_jax.ode.dynamics import RolloutConfig, rollout
 
 
 def deer_with_counts(drives, x0, v0, horizon, config):

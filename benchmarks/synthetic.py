@@ -7,9 +7,9 @@ harmonic tones instead of recordings: no data files, and the same batch on every
 import jax.numpy as jnp
 import numpy as np
 
-from ouroboros_jax.derivatives import first_derivative, second_derivative
-from ouroboros_jax.losses import teacher_acceleration_variance
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
+from ouroboros_jax.objective.losses import teacher_acceleration_variance
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.step import Batch, StepConfig, make_optimizer
 

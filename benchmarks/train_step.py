@@ -31,10 +31,21 @@ from flax import nnx
 from synthetic import MODELS, RUN, harmonic_batch, run_optimizer, run_step_config
 from timing import apply_quick, device_info, emit, measure, versions
 
-from ouroboros_jax.dynamics import (ROLLOUT_KERNELS, RolloutConfig, initial_state, resolve_rollout_kernel, rollout,
-                                    teacher_acceleration)
-from ouroboros_jax.losses import LossWeights, acceleration_anchor_loss, mrstft_loss, teacher_acceleration_variance
 from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax.objective.losses import (
+    LossWeights,
+    acceleration_anchor_loss,
+    mrstft_loss,
+    teacher_acceleration_variance,
+)
+from ouroboros_jax.ode.dynamics import (
+    ROLLOUT_KERNELS,
+    RolloutConfig,
+    initial_state,
+    resolve_rollout_kernel,
+    rollout,
+    teacher_acceleration,
+)
 from ouroboros_jax.training.step import init_train_state, model_graphdef, train_step
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}

@@ -19,9 +19,8 @@ import functools
 import statistics
 import time
 
-import jax
-
 import baseline_torch
+import jax
 import timing
 from train_step import StepBench, kernel_pairs
 

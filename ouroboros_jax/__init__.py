@@ -1,10 +1,10 @@
 """ouroboros_jax: the polynomial Ouroboros neural ODE of birdsong in JAX/Flax.
 
 The core API below is re-exported lazily: `ouroboros_jax.RunConfig` imports its module on first
-use, so that importing one part (say `ouroboros_jax.losses`) does not import the rest, nor the
+use, so that importing one part (say `ouroboros_jax.objective.losses`) does not import the rest, nor the
 checkpointing, logging, plotting and clustering libraries that only the run and the commands need
 (tests/test_package.py). Syllable types by clustering (ouroboros_jax.data.syllable_types,
-ouroboros_jax.segmentation) are not re-exported: they import scikit-learn, which nothing else needs.
+ouroboros_jax.data.segmentation) are not re-exported: they import scikit-learn, which nothing else needs.
 """
 
 import importlib
@@ -13,20 +13,20 @@ __version__ = "0.1.0"
 
 # module -> the names it exports here
 _EXPORTS = {
-    "ouroboros_jax.curriculum": ("HORIZON_SCHEDULES", "distinct_horizons", "horizon_for_epoch", "warmup_weights"),
+    "ouroboros_jax.objective.curriculum": ("HORIZON_SCHEDULES", "distinct_horizons", "horizon_for_epoch", "warmup_weights"),
     "ouroboros_jax.data": (
         "ANNOTATION_FORMATS", "AnnotationSource", "Category", "DataConfig", "SamplerConfig", "TrainingData",
         "example_data_dir", "find_syllables", "load_training_data", "read_labelled_annotations",
     ),
-    "ouroboros_jax.deer": ("DeerStats", "deer_rollout", "held_guess"),
-    "ouroboros_jax.derivatives": ("first_derivative", "second_derivative"),
-    "ouroboros_jax.dynamics": ("RolloutConfig", "initial_state", "rollout", "teacher_acceleration"),
+    "ouroboros_jax.ode.deer": ("DeerStats", "deer_rollout", "held_guess"),
+    "ouroboros_jax.objective.derivatives": ("first_derivative", "second_derivative"),
+    "ouroboros_jax.ode.dynamics": ("RolloutConfig", "initial_state", "rollout", "teacher_acceleration"),
     "ouroboros_jax.errors": ("InputError",),
-    "ouroboros_jax.evaluation": (
+    "ouroboros_jax.scoring.evaluation": (
         "Autonomy", "autonomous_outputs", "autonomy_score", "autonomy_summary", "correct", "generate", "rank_seeds",
     ),
-    "ouroboros_jax.integrators": ("Rollout", "integrate"),
-    "ouroboros_jax.losses": (
+    "ouroboros_jax.ode.integrators": ("Rollout", "integrate"),
+    "ouroboros_jax.objective.losses": (
         "LossWeights", "acceleration_anchor_loss", "envelope_l1_loss", "envelope_log_loss", "mrstft_loss",
         "stft_magnitude", "teacher_acceleration_variance",
     ),

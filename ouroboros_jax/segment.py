@@ -7,7 +7,7 @@ finds the syllables of each .wav/.flac file in --audio_dir (see ouroboros_jax/da
 and docs/data.md for the method and how to tune it) and writes one annotation file per
 recording in --out_dir (default: beside the recordings, where training looks for them). With
 --cluster, every syllable gets a type (ouroboros_jax/data/syllable_types.py) and the types are
-summarised in --out_dir (ouroboros_jax/segmentation.py). All files are segmented before any is
+summarised in --out_dir (ouroboros_jax/data/segmentation.py). All files are segmented before any is
 written, and each is written to a temporary name and renamed, so a failure never leaves
 partial annotations behind.
 """
@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags, logging
 
 from ouroboros_jax import cli
+from ouroboros_jax.data.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 from ouroboros_jax.data.segmenter import SegmenterConfig
 from ouroboros_jax.data.syllable_labels import (
     describe_counts,
@@ -25,7 +26,6 @@ from ouroboros_jax.data.syllable_labels import (
     parse_syllables,
 )
 from ouroboros_jax.errors import InputError, report_input_errors
-from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
 FLAGS = cli.flag_set()
 _AUDIO_DIR = flags.DEFINE_string(

@@ -5,14 +5,14 @@
 
 Cuts [onset - lead-in, offset) from --audio, integrates it autonomously with the run's selected
 seed (or --seed) and integrator, and writes the detrended output as an int16 WAV at the
-recording's sample rate (ouroboros_jax/synthesis.py; docs/cli.md).
+recording's sample rate (ouroboros_jax/training/synthesis.py; docs/cli.md).
 """
 
 from absl import flags, logging
 
 from ouroboros_jax import cli
 from ouroboros_jax.errors import report_input_errors
-from ouroboros_jax.synthesis import synthesize
+from ouroboros_jax.training.synthesis import synthesize
 
 FLAGS = cli.flag_set()
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "The run: the --out_dir of train (or of convert).", flag_values=FLAGS)

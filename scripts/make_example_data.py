@@ -32,8 +32,8 @@ import soundfile as sf
 from absl import app, flags
 
 from ouroboros_jax.data.example_data import EXAMPLE_CLUSTER, EXAMPLE_CLUSTER_SEED
+from ouroboros_jax.data.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
-from ouroboros_jax.segmentation import TYPES_CSV, TYPES_PNG, segment_directory
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 _WHEEL = flags.DEFINE_string(

@@ -27,7 +27,7 @@ from ouroboros_jax.data.annotation_formats import convert_directory
 from ouroboros_jax.data.annotations import write_annotations
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.synthesis import synthesize
+from ouroboros_jax.training.synthesis import synthesize
 
 # crowsetta's writers use a pandas call that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing a dict to DataFrame.from_records")

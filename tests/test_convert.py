@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.synthesis import synthesize
 from ouroboros_jax.training.conversion import NO_DATA_DIR, convert_reference_checkpoint
+from ouroboros_jax.training.synthesis import synthesize
 from ouroboros_jax.training.trained import load_run
 from tests.helpers import compute_drives
 

@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ouroboros_jax.curriculum import (
+from ouroboros_jax.errors import InputError
+from ouroboros_jax.objective.curriculum import (
     HORIZON_SCHEDULES,
     distinct_horizons,
-    program_horizons,
     horizon_for_epoch,
     pow2_horizon_buckets,
+    program_horizons,
     warmup_weights,
 )
-from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import LossWeights
+from ouroboros_jax.objective.losses import LossWeights
 
 
 def test_horizon_tables_match_reference(golden_json):

@@ -12,8 +12,8 @@ from ouroboros_jax.data.example_data import example_data_dir, resolve_data_dir
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.sampler import SamplerConfig, sample_segments
 from ouroboros_jax.data.vocalisations import cold_start_vocalisations
-from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
 
 SR = 8000
 SYLLABLES = np.array([[0.3, 0.4], [0.5, 0.65], [0.75, 0.8]])

@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ouroboros_jax.deer import deer_rollout, held_guess
-from ouroboros_jax.dynamics import (
+from ouroboros_jax.model.ouroboros import Drives
+from ouroboros_jax.ode.deer import deer_rollout, held_guess
+from ouroboros_jax.ode.dynamics import (
     RolloutConfig,
     initial_state,
     rollout,
     state_trajectory,
 )
-from ouroboros_jax.model.ouroboros import Drives
 from tests.helpers import golden_drives
 
 run_deer = jax.jit(deer_rollout, static_argnames=("horizon", "config"))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ouroboros_jax.derivatives import first_derivative, second_derivative
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
 
 EDGE = 4  # samples at each end that see the mirrored padding
 

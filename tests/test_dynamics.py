@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+from ouroboros_jax.ode.dynamics import RolloutConfig, initial_state, rollout, teacher_acceleration
 from tests.helpers import golden_drives
 
 UNBOUNDED = RolloutConfig(bound_x=None, bound_v=None)

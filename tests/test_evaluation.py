@@ -9,9 +9,10 @@ import pytest
 import scipy.signal
 from flax import nnx
 
-from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.dynamics import RolloutConfig, rollout
-from ouroboros_jax.evaluation import (
+from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
+from ouroboros_jax.objective.derivatives import first_derivative
+from ouroboros_jax.ode.dynamics import RolloutConfig, rollout
+from ouroboros_jax.scoring.evaluation import (
     Autonomy,
     SegmentScore,
     autonomous_outputs,
@@ -23,7 +24,6 @@ from ouroboros_jax.evaluation import (
     ranking,
     segment_score,
 )
-from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from tests.helpers import compute_drives
 
 SR = 44100.0

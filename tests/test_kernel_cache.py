@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ouroboros_jax.kernel_cache import load_kernels
+from ouroboros_jax.training.kernel_cache import load_kernels
 
 
 def test_a_run_without_numba_kernels_loads_none():
@@ -21,7 +21,7 @@ def test_kernels_once_loaded_are_not_compiled_again():
 @pytest.mark.slow  # compiles the kernels into an empty cache (1-5 minutes)
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    code = "from ouroboros_jax.kernel_cache import load_kernels; print(load_kernels(True, True))"
+    code = "from ouroboros_jax.training.kernel_cache import load_kernels; print(load_kernels(True, True))"
     lines = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(os.path.dirname(__file__))).stdout.strip() for _ in range(2)]
     assert lines[0].startswith("numba kernels: 4 compiled in ") and str(tmp_path) in lines[0], lines[0]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ouroboros_jax.evaluation import autonomy_score, autonomy_summary, segment_score
-from ouroboros_jax.listening import (
+from ouroboros_jax.scoring.evaluation import autonomy_score, autonomy_summary, segment_score
+from ouroboros_jax.scoring.listening import (
     ENVELOPE_MS,
     ONSET_FRACTION,
     envelope,

@@ -4,7 +4,7 @@ media for the best --media_seeds seeds only, nothing from a process that does no
 import numpy as np
 from tensorboardX.proto import event_pb2
 
-from ouroboros_jax.evaluation import Autonomy
+from ouroboros_jax.scoring.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.events import read_scalars
 from ouroboros_jax.training.logbook import STEP_SCALARS, Logbook

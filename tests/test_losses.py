@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ouroboros_jax.losses import (
+from ouroboros_jax.objective.losses import (
     DEFAULT_STFT_CONFIGS,
     LossWeights,
     acceleration_anchor_loss,

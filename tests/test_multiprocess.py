@@ -9,7 +9,7 @@ are compared to 1e-4 and their breakdowns to 1e-2 (a diverged seed's output is c
 mix-up would move them by the spread between seeds (~0.1 and more). A third run of 3 seeds on
 the 4 devices pads the stack with one inactive member. All runs use the numba kernels, as the
 default model does (tests/multiprocess_worker.py): several devices once deadlocked with them
-(ouroboros_jax/host_call.py).
+(ouroboros_jax/model/host_call.py).
 """
 
 import csv
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from ouroboros_jax.evaluation import rank_seeds
+from ouroboros_jax.scoring.evaluation import rank_seeds
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import SCORES
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax import test_util
 
-from ouroboros_jax import numba_rollout
-from ouroboros_jax.dynamics import RolloutConfig, resolve_rollout_kernel, state_trajectory
+from ouroboros_jax.ode import numba_rollout
+from ouroboros_jax.ode.dynamics import RolloutConfig, resolve_rollout_kernel, state_trajectory
 from ouroboros_jax.training.step import init_train_state, make_optimizer, model_graphdef, train_step
 from tests.helpers import step_config
 from tests.test_step import ALL_TERMS, TINY, syllable

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.lowpass import gaussian_lowpass
 from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from ouroboros_jax.model.polynomial import kernel_value, power_vector, structural_mask
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.objective.derivatives import first_derivative
 from tests.helpers import compute_drives, golden_model
 
 SMALL = ModelConfig(n_kernels=3, n_layers=2, d_state=2, d_conv=4, expand_factor=2)

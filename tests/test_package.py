@@ -26,8 +26,8 @@ def top_level_packages_after(imports: str) -> set:
 
 
 def test_importing_the_core_imports_no_checkpointing_logging_plotting_or_clustering():
-    core = ("ouroboros_jax, ouroboros_jax.losses, ouroboros_jax.dynamics, ouroboros_jax.integrators, "
-            "ouroboros_jax.model.ouroboros, ouroboros_jax.evaluation, ouroboros_jax.curriculum")
+    core = ("ouroboros_jax, ouroboros_jax.objective.losses, ouroboros_jax.ode.dynamics, ouroboros_jax.ode.integrators, "
+            "ouroboros_jax.model.ouroboros, ouroboros_jax.scoring.evaluation, ouroboros_jax.objective.curriculum")
     loaded = top_level_packages_after(core)
     assert "jax" in loaded and "flax" in loaded and not loaded & HEAVY, loaded & HEAVY
     # The run does need them: what the check looks for is there once the training side is imported.

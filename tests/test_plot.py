@@ -17,10 +17,10 @@ import pytest
 import soundfile as sf
 from tensorboardX.proto import event_pb2
 
-from ouroboros_jax import figures, plot
 from ouroboros_jax.data import load_training_data
-from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.evaluation import correct, generate
+from ouroboros_jax.objective.derivatives import first_derivative
+from ouroboros_jax.scoring.evaluation import correct, generate
+from ouroboros_jax.training import figures, run_figures
 from ouroboros_jax.training.run_dir import SPECGRAM
 from ouroboros_jax.training.trained import load_run
 from tests.test_run import REPO, tiny_config
@@ -91,14 +91,14 @@ def test_omega_in_hz_and_the_largest_kernel_terms():
 
 
 def drawn(monkeypatch, name):
-    """Records the arguments of each figure `plot` draws with `figures.<name>`."""
-    calls, draw = [], getattr(plot, name)
+    """Records the arguments of each figure `run_figures` draws with `figures.<name>`."""
+    calls, draw = [], getattr(run_figures, name)
 
     def recording(*args, **kwargs):
         calls.append((args, kwargs))
         return draw(*args, **kwargs)
 
-    monkeypatch.setattr(plot, name, recording)
+    monkeypatch.setattr(run_figures, name, recording)
     return calls
 
 
@@ -112,7 +112,7 @@ def autonomous_output(run_dir, seed, epoch, voc_idx, rescale=False):
 def test_specgram_command_draws_the_selected_seed_by_default(tiny_run, capsys, monkeypatch):
     out, manifest = tiny_run
     calls = drawn(monkeypatch, "specgram_figure")
-    path = plot.specgram(out, voc_idx=1)
+    path = run_figures.specgram(out, voc_idx=1)
     seed = manifest["selected_seed"]
     assert path == out / f"specgram_epoch{N_EPOCHS}_seed{seed}_voc1.png"
     png_shape(path, figures.SPECGRAM_SIZE, figures.DPI)
@@ -128,7 +128,7 @@ def test_specgram_command_draws_the_selected_seed_by_default(tiny_run, capsys, m
 def test_specgram_command_any_seed_checkpoint_and_the_rescaled_generation(tiny_run, tmp_path, monkeypatch, seed, epoch):
     out, _ = tiny_run
     calls = drawn(monkeypatch, "specgram_figure")
-    path = plot.specgram(out, seed=seed, epoch=epoch, rescale=True, out=tmp_path / "rescaled.png", dpi=50)
+    path = run_figures.specgram(out, seed=seed, epoch=epoch, rescale=True, out=tmp_path / "rescaled.png", dpi=50)
     png_shape(path, figures.SPECGRAM_SIZE, 50)
     ((_, output, _), kwargs), = calls
     _, expected = autonomous_output(out, seed, epoch, 0, rescale=True)
@@ -136,16 +136,16 @@ def test_specgram_command_any_seed_checkpoint_and_the_rescaled_generation(tiny_r
     _, other_epoch = autonomous_output(out, seed, N_EPOCHS, 0, rescale=True)
     assert not np.allclose(output, other_epoch)  # the checkpoints differ, so the epoch matters
     assert f"epoch {epoch}, seed {seed}," in kwargs["title"] and "(rescaled deployed generation)" in kwargs["title"]
-    assert plot.specgram(out, seed=seed, epoch=epoch, rescale=True, dpi=20).name == \
+    assert run_figures.specgram(out, seed=seed, epoch=epoch, rescale=True, dpi=20).name == \
         f"specgram_epoch{epoch}_seed{seed}_voc0_rescaled.png"
 
 
 def test_losses_are_per_epoch_with_the_run_s_batches_per_epoch(tiny_run, tmp_path):
     out, _ = tiny_run
-    curves = plot.loss_curves(out, seed=0)
+    curves = run_figures.loss_curves(out, seed=0)
     for tag in ("Loss/spec", "Loss/tf", "Loss/total", "Train/H", "Train/lam_spec_t"):
         np.testing.assert_array_equal(curves[tag][0], np.arange(1, N_EPOCHS + 1), err_msg=tag)
-    figure = figures.loss_panels_figure({"a": curves, "b": plot.loss_curves(out, seed=1)})
+    figure = figures.loss_panels_figure({"a": curves, "b": run_figures.loss_curves(out, seed=1)})
     assert len(figure.axes) == len(figures.LOSS_PANELS)
     assert figure.axes[0].get_yscale() == "log" and figure.axes[4].get_yscale() == "log"
     assert [len(line.get_xdata()) for line in figure.axes[0].lines if line.get_linestyle() == "-"] == [N_EPOCHS] * 2
@@ -153,16 +153,16 @@ def test_losses_are_per_epoch_with_the_run_s_batches_per_epoch(tiny_run, tmp_pat
     for ax in figure.axes:
         assert [tuple(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "--"] == [(2, 2)] * 2
 
-    path = plot.losses([f"a:{out}", f"b:{out}"], seed=1, out=tmp_path / "losses.png", dpi=40)
+    path = run_figures.losses([f"a:{out}", f"b:{out}"], seed=1, out=tmp_path / "losses.png", dpi=40)
     png_shape(path, figures.LOSS_PANELS_SIZE, 40)
 
 
 def test_drives_command(tiny_run, tmp_path, monkeypatch):
     out, manifest = tiny_run
     calls = drawn(monkeypatch, "drives_figure")
-    path = plot.drives(out, voc_idx=0, out=tmp_path / "drives.png", dpi=50)
+    path = run_figures.drives(out, voc_idx=0, out=tmp_path / "drives.png", dpi=50)
     png_shape(path, figures.DRIVES_SIZE, 50)
-    assert plot.drives(out, voc_idx=1, seed=0, epoch=1, dpi=20).name == "drives_epoch1_seed0_voc1.png"
+    assert run_figures.drives(out, voc_idx=1, seed=0, epoch=1, dpi=20).name == "drives_epoch1_seed0_voc1.png"
     for ((_, drives, _), kwargs), (seed, epoch, voc_idx) in zip(calls, [(manifest["selected_seed"], N_EPOCHS, 0),
                                                                         (0, 1, 1)]):
         run = load_run(out, epoch)

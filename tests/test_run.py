@@ -24,10 +24,10 @@ from ouroboros_jax.data import (
     load_training_data,
     segment_derivatives,
 )
-from ouroboros_jax.dynamics import RolloutConfig, teacher_acceleration
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig
+from ouroboros_jax.ode.dynamics import RolloutConfig, teacher_acceleration
+from ouroboros_jax.scoring.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.training import run as run_module
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig

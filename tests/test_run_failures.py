@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ouroboros_jax.curriculum import horizon_for_epoch
 from ouroboros_jax.errors import InputError, NoSeedSurvived, WriteError
-from ouroboros_jax.evaluation import Autonomy, SegmentScore
+from ouroboros_jax.objective.curriculum import horizon_for_epoch
+from ouroboros_jax.scoring.evaluation import Autonomy, SegmentScore
 from ouroboros_jax.training import lock as lock_module
 from ouroboros_jax.training import setup as run_setup
 from ouroboros_jax.training.checkpoints import completed_epochs

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.config import ObjectiveConfig, RunConfig
 from ouroboros_jax.training.programs import EpochPrograms
 from ouroboros_jax.training.runtime import (

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ouroboros_jax.derivatives import first_derivative, second_derivative
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.config import ObjectiveConfig
 from ouroboros_jax.training.seeds import (
     MemberSettings,

@@ -8,9 +8,9 @@ import pytest
 from jax import test_util
 
 from ouroboros_jax.model.selective_scan import (
+    NUMBA_MIN_D_INNER,
     fused_selective_ssm,
     linear_recurrence,
-    NUMBA_MIN_D_INNER,
     resolve_scan_impl,
     selective_ssm,
 )

@@ -10,11 +10,11 @@ import optax
 import pytest
 from flax import nnx
 
-from ouroboros_jax.derivatives import first_derivative, second_derivative
-from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.losses import LossWeights, mrstft_loss, total_loss
 from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
+from ouroboros_jax.objective.losses import LossWeights, mrstft_loss, total_loss
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.config import ObjectiveConfig, RunConfig
 from ouroboros_jax.training.programs import EpochPrograms
 from ouroboros_jax.training.step import (

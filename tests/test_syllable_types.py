@@ -11,6 +11,7 @@ import soundfile as sf
 
 from ouroboros_jax.data import example_data_dir, list_audio_files, read_audio, read_labelled_annotations
 from ouroboros_jax.data.example_data import EXAMPLE_CLUSTER, EXAMPLE_CLUSTER_SEED
+from ouroboros_jax.data.segmentation import TYPES_COLUMNS, segment_directory
 from ouroboros_jax.data.segmenter import SegmenterConfig
 from ouroboros_jax.data.syllable_types import (
     FLOOR_DB,
@@ -22,7 +23,6 @@ from ouroboros_jax.data.syllable_types import (
     syllable_shape,
 )
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.segmentation import TYPES_COLUMNS, segment_directory
 
 SR = 16000
 # Three types a researcher would tell apart: a harmonic stack, a slow down-sweep, a short tone.

@@ -9,8 +9,8 @@ import soundfile as sf
 
 from ouroboros_jax.data import example_data_dir, read_annotations, read_audio, read_labelled_annotations
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import correct, generate
-from ouroboros_jax.synthesis import synthesize
+from ouroboros_jax.scoring.evaluation import correct, generate
+from ouroboros_jax.training.synthesis import synthesize
 from ouroboros_jax.training.trained import load_run
 
 EXAMPLE = example_data_dir()
@@ -111,7 +111,7 @@ def test_bad_requests_are_input_errors_and_write_nothing(tiny_run, tmp_path, kwa
 
 
 def test_an_out_that_is_a_folder_is_an_error(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.setattr("ouroboros_jax.synthesis.load_run", lambda *a: pytest.fail("loaded the run"))
+    monkeypatch.setattr("ouroboros_jax.training.synthesis.load_run", lambda *a: pytest.fail("loaded the run"))
     with pytest.raises(InputError, match=rf"^--out={tmp_path}: is a folder; name the WAV file to write, e\.g\. "
                                          rf"--out={tmp_path}/syllable\.wav$"):
         synthesize(tiny_run[0], EXAMPLE / f"{STEM}.wav", tmp_path, onset=0.1, offset=0.2)

@@ -29,8 +29,8 @@ from ouroboros_jax.data.syllable_labels import (
     parse_syllables,
 )
 from ouroboros_jax.data.vocalisations import Vocalisations, cold_start_vocalisations, cold_starts
-from ouroboros_jax.derivatives import first_derivative, second_derivative
 from ouroboros_jax.errors import InputError
+from ouroboros_jax.objective.derivatives import first_derivative, second_derivative
 from ouroboros_jax.settings import setting
 
 # Samples spanned by the 9-point derivative stencils (docs/method.md, "The model").

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ouroboros_jax.host_call import host_call
+from ouroboros_jax.model.host_call import host_call
 from ouroboros_jax.model.numba_scan import (
     LANES,
     LOCK,

@@ -25,7 +25,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from ouroboros_jax.host_call import host_call
+from ouroboros_jax.model.host_call import host_call
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # OpenMP's workers spin for a while after each launch, taking the cores from the XLA threads

@@ -5,7 +5,7 @@ the state (x, x') of
 
     x'' = -omega^2 x - gamma x' - sum_ij W_ij x^i (x')^j
 
-is integrated (see `ouroboros_jax.dynamics`).
+is integrated (see `ouroboros_jax.ode.dynamics`).
 """
 
 import dataclasses

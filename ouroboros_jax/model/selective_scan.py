@@ -15,7 +15,7 @@ execution and rounding (all are checked against one naive float64 loop in the te
   `jax.custom_vjp` backward is a reverse-time scan of the adjoint.
 - "pallas" (`ouroboros_jax.model.pallas_scan`) is the fused scan as a Pallas kernel, for GPUs.
 - "numba" (`ouroboros_jax.model.numba_scan`) is the fused scan as a Numba kernel on all CPU
-  cores, behind a host callback (`ouroboros_jax.host_call`). `ResidualBlock` with "numba" runs
+  cores, behind a host callback (`ouroboros_jax.model.host_call`). `ResidualBlock` with "numba" runs
   the whole block as one kernel (`numba_layer`) instead.
 """
 

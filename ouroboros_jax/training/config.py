@@ -12,14 +12,14 @@ import json
 import math
 
 from ouroboros_jax import settings
-from ouroboros_jax.curriculum import HORIZON_SCHEDULES
 from ouroboros_jax.data import DataConfig, SamplerConfig
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.errors import check_setting as _check
-from ouroboros_jax.evaluation import RANK_STATISTICS
-from ouroboros_jax.losses import DEFAULT_STFT_CONFIGS, LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.objective.curriculum import HORIZON_SCHEDULES
+from ouroboros_jax.objective.losses import DEFAULT_STFT_CONFIGS, LossWeights
+from ouroboros_jax.ode.dynamics import RolloutConfig
+from ouroboros_jax.scoring.evaluation import RANK_STATISTICS
 from ouroboros_jax.settings import setting
 from ouroboros_jax.training.runtime import MATMUL_PRECISIONS
 from ouroboros_jax.training.step import LOSS_MODES, StepConfig

@@ -20,10 +20,10 @@ from absl import logging
 from flax import nnx
 
 from ouroboros_jax.data import DataConfig, list_audio_files, resolve_data_dir
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import ModelConfig, Ouroboros
 from ouroboros_jax.model.reference_params import load_reference_params
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.outputs import make_output_dir, write_json

@@ -30,8 +30,8 @@ from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.utils import figure_to_image
 
 from ouroboros_jax.errors import WriteError
-from ouroboros_jax.evaluation import correct, ranking
-from ouroboros_jax.figures import specgram_figure
+from ouroboros_jax.scoring.evaluation import correct, ranking
+from ouroboros_jax.training.figures import specgram_figure
 from ouroboros_jax.training.runtime import writes
 from ouroboros_jax.training.sweep import member_label, member_name, member_seed, member_settings, values_of
 

@@ -12,10 +12,10 @@ lines the reference prints: the split sizes and the ONSET, OFFSET and MID counts
 import numpy as np
 from absl import logging
 
-from ouroboros_jax.curriculum import distinct_horizons
 from ouroboros_jax.data import Category, TrainingData
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import stft_configs_for_horizon
+from ouroboros_jax.objective.curriculum import distinct_horizons
+from ouroboros_jax.objective.losses import stft_configs_for_horizon
 
 
 def check_run_fits_data(config, data: TrainingData) -> None:

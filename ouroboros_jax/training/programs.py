@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ouroboros_jax.curriculum import (
+from ouroboros_jax.objective.curriculum import (
     distinct_horizons,
     horizon_for_epoch,
     program_horizons,
 )
-from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.integrators import horizon_is_data
+from ouroboros_jax.ode.dynamics import RolloutConfig
+from ouroboros_jax.ode.integrators import horizon_is_data
 from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.step import StepConfig

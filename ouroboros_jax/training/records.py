@@ -15,11 +15,11 @@ import numpy as np
 import optax
 
 from ouroboros_jax import settings
-from ouroboros_jax.dynamics import resolve_rollout_kernel
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import autonomy_summary, correct
-from ouroboros_jax.listening import lead_in_level_db
 from ouroboros_jax.model.selective_scan import resolve_scan_impl
+from ouroboros_jax.ode.dynamics import resolve_rollout_kernel
+from ouroboros_jax.scoring.evaluation import autonomy_summary, correct
+from ouroboros_jax.scoring.listening import lead_in_level_db
 from ouroboros_jax.training.sweep import member_name, member_seed, member_settings
 
 

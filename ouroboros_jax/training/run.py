@@ -18,15 +18,15 @@ from absl import logging
 from flax import nnx
 
 from ouroboros_jax.data import TrainingData, load_training_data
-from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.errors import InputError, NoSeedSurvived, WriteError
-from ouroboros_jax.evaluation import autonomy_summary, correct, generate
-from ouroboros_jax.figures import DPI, specgram_figure
-from ouroboros_jax.kernel_cache import load_kernels
-from ouroboros_jax.losses import teacher_acceleration_variance
+from ouroboros_jax.objective.derivatives import first_derivative
+from ouroboros_jax.objective.losses import teacher_acceleration_variance
+from ouroboros_jax.scoring.evaluation import autonomy_summary, correct, generate
 from ouroboros_jax.training.checkpoints import Checkpoints, DamagedCheckpoint, completed_epochs
 from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig
+from ouroboros_jax.training.figures import DPI, specgram_figure
+from ouroboros_jax.training.kernel_cache import load_kernels
 from ouroboros_jax.training.library_log import libraries_logged_to
 from ouroboros_jax.training.lock import RunLock
 from ouroboros_jax.training.logbook import Logbook, console

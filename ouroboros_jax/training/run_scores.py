@@ -19,9 +19,9 @@ from ouroboros_jax.data.audio import list_audio_files
 from ouroboros_jax.data.recordings import Recording, load_recordings
 from ouroboros_jax.data.syllable_labels import parse_syllables
 from ouroboros_jax.data.vocalisations import Vocalisations, cold_start_vocalisations
-from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import Autonomy, autonomous_outputs_jit, autonomy_summary
+from ouroboros_jax.objective.derivatives import first_derivative
+from ouroboros_jax.scoring.evaluation import Autonomy, autonomous_outputs_jit, autonomy_summary
 from ouroboros_jax.training.records import VOCALISATION_COLUMNS, vocalisation_rows
 from ouroboros_jax.training.run_state import score_members
 from ouroboros_jax.training.sweep import member_name

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from ouroboros_jax.curriculum import warmup_weights
 from ouroboros_jax.data.vocalisations import Vocalisations
-from ouroboros_jax.evaluation import Autonomy, autonomy_score, ranking
+from ouroboros_jax.objective.curriculum import warmup_weights
+from ouroboros_jax.scoring.evaluation import Autonomy, autonomy_score, ranking
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.compilation import Compiled
 from ouroboros_jax.training.config import RunConfig

@@ -18,10 +18,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, PartitionSpec
 
-from ouroboros_jax.dynamics import RolloutConfig
-from ouroboros_jax.evaluation import autonomous_outputs
-from ouroboros_jax.losses import LossWeights
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.objective.losses import LossWeights
+from ouroboros_jax.ode.dynamics import RolloutConfig
+from ouroboros_jax.scoring.evaluation import autonomous_outputs
 from ouroboros_jax.training.compilation import Compiled, compile_ahead
 from ouroboros_jax.training.step import (
     Batch,
@@ -146,7 +146,7 @@ class SeedProgram:
 
     One epoch program per distinct `StepConfig`, stack and data shape. With a traced horizon
     (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own that keeps
-    the same STFT configs (`ouroboros_jax.losses`), so a curriculum needs a handful of programs
+    the same STFT configs (`ouroboros_jax.objective.losses`), so a curriculum needs a handful of programs
     rather than one per horizon.
     With a `mesh` (`runtime.Runtime.mesh`) every device runs its own shard of the stack
     (`shard_map`; the caller shards it, `runtime.Runtime.shard`): left to itself XLA's partitioner

@@ -12,8 +12,8 @@ import numpy as np
 import optax
 
 from ouroboros_jax.data import Category, TrainingData
-from ouroboros_jax.dynamics import RolloutConfig
 from ouroboros_jax.model.ouroboros import ModelConfig
+from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.programs import EpochPrograms

@@ -16,10 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ouroboros_jax.deer import held_guess
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, teacher_acceleration
-from ouroboros_jax.integrators import Rollout, integrate
-from ouroboros_jax.losses import (
+from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+from ouroboros_jax.objective.losses import (
     LossWeights,
     acceleration_anchor_loss,
     envelope_l1_loss,
@@ -28,7 +26,9 @@ from ouroboros_jax.losses import (
     mse_accel_loss,
     total_loss,
 )
-from ouroboros_jax.model.ouroboros import Drives, ModelConfig, Ouroboros
+from ouroboros_jax.ode.deer import held_guess
+from ouroboros_jax.ode.dynamics import RolloutConfig, initial_state, teacher_acceleration
+from ouroboros_jax.ode.integrators import Rollout, integrate
 
 LossMode = Literal["spectral_rollout", "mse_accel"]
 LOSS_MODES = ("spectral_rollout", "mse_accel")
@@ -99,7 +99,7 @@ class StepConfig:
       env_sigma: sigma of the envelope filter in samples (env_ms / 1000 * sample_rate).
       env_log_eps: floor of the log-ratio envelope loss.
       use_env, use_env_log: whether the envelope terms are computed (configured weight > 0).
-      rollout: integration settings, the integrator among them (`ouroboros_jax.integrators`).
+      rollout: integration settings, the integrator among them (`ouroboros_jax.ode.integrators`).
       penalty_lam: base of the legacy lam^(i+j) weight penalty; None disables it.
     """
 
@@ -205,7 +205,7 @@ def spectral_losses(drives: Drives, batch: Batch, x0, v0, tf_var, time_scale: fl
       time_scale: tau / dt.
       config: static settings.
       horizon: None (`config.horizon`), or the traced horizon n <= config.horizon with the same
-        STFT configs: every term is that of the first n samples (`ouroboros_jax.losses`).
+        STFT configs: every term is that of the first n samples (`ouroboros_jax.objective.losses`).
 
     Returns:
       (components dict with spec, tf, env, env_log; the `Rollout`, x_hat (B, config.horizon) its

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import LossWeights
+from ouroboros_jax.objective.losses import LossWeights
 
 SWEEPABLE = ("lr", "grad_clip", "lam_spec", "lam_tf", "lam_env", "lam_env_log", "ic_noise_rms")
 _POSITIVE = ("lr", "grad_clip")  # the others may be 0 (a loss term, or the noise, switched off)

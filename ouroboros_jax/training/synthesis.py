@@ -14,7 +14,7 @@ from ouroboros_jax.data.audio import read_audio
 from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts, parse_syllables
 from ouroboros_jax.data.vocalisations import cold_start_window
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.evaluation import DETREND_CUTOFF, generate
+from ouroboros_jax.scoring.evaluation import DETREND_CUTOFF, generate
 from ouroboros_jax.training.outputs import make_output_dir, write_wav
 from ouroboros_jax.training.trained import load_run
 

@@ -25,10 +25,10 @@ import numpy as np
 import scipy.signal
 from flax import nnx
 
-from ouroboros_jax.derivatives import first_derivative
-from ouroboros_jax.dynamics import RolloutConfig, initial_state, rollout
-from ouroboros_jax.listening import lead_in_level_db, onset_delay_ms
 from ouroboros_jax.model.ouroboros import Ouroboros
+from ouroboros_jax.objective.derivatives import first_derivative
+from ouroboros_jax.ode.dynamics import RolloutConfig, initial_state, rollout
+from ouroboros_jax.scoring.listening import lead_in_level_db, onset_delay_ms
 
 DETREND_ORDER = 5
 DETREND_CUTOFF = 100.0
@@ -127,7 +127,7 @@ def segment_score(target: np.ndarray, output: np.ndarray, sample_rate: float, fm
       diverge_score: the divergence sentinel.
       rescale: scale the output to the target's standard deviation before scoring.
       lead_in: samples of the window before the syllable's onset, for the listening metrics
-        (`ouroboros_jax.listening`); 0: none (they are NaN).
+        (`ouroboros_jax.scoring.listening`); 0: none (they are NaN).
 
     Returns:
       The `SegmentScore`.

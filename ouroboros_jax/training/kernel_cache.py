@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ouroboros_jax.dynamics import RolloutConfig
+from ouroboros_jax.ode.dynamics import RolloutConfig
 
 
 def _run_encoder_kernels() -> None:
@@ -31,7 +31,7 @@ def _run_encoder_kernels() -> None:
 
 def _run_rollout_kernels() -> None:
     """Runs the rollout kernels (`numba_rollout`) forward (with and without saving) and backward once."""
-    from ouroboros_jax import numba_rollout
+    from ouroboros_jax.ode import numba_rollout
 
     batch, steps, size = 2, 3, 2
     f32 = np.float32
@@ -47,8 +47,8 @@ def _run_rollout_kernels() -> None:
 def load_kernels(encoders: bool, rollout: bool) -> str | None:
     """Loads (or compiles) the encoder and/or rollout kernels; returns the console's line about them
     (None when the run uses neither)."""
-    from ouroboros_jax import numba_rollout
     from ouroboros_jax.model import numba_layer
+    from ouroboros_jax.ode import numba_rollout
 
     runs = [(run, module) for run, module, used in ((_run_encoder_kernels, numba_layer, encoders),
                                                     (_run_rollout_kernels, numba_rollout, rollout)) if used]

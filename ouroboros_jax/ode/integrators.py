@@ -15,9 +15,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ouroboros_jax.deer import deer_rollout, held_guess
-from ouroboros_jax.dynamics import RolloutConfig, rollout
 from ouroboros_jax.model.ouroboros import Drives
+from ouroboros_jax.ode.deer import deer_rollout, held_guess
+from ouroboros_jax.ode.dynamics import RolloutConfig, rollout
 
 
 class Rollout(NamedTuple):

@@ -1,5 +1,5 @@
 """The rollout as a Newton solve over the whole trajectory (DEER, Lim et al., ICLR 2024; issue 8);
-one of the integrators of `ouroboros_jax.integrators`.
+one of the integrators of `ouroboros_jax.ode.integrators`.
 
 The states s_k = (x_k, v_k), k = 0..H-1, of `dynamics.rollout` satisfy s_{k+1} = f_k(s_k), f_k the
 RK4 step (`dynamics.rk4_step`) with the drives of sample k. Newton on all of them at once: around
@@ -19,8 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ouroboros_jax.dynamics import RolloutConfig, rk4_step, state_trajectory
 from ouroboros_jax.model.ouroboros import Drives
+from ouroboros_jax.ode.dynamics import RolloutConfig, rk4_step, state_trajectory
 
 
 class DeerStats(NamedTuple):

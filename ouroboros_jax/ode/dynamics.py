@@ -49,11 +49,11 @@ class RolloutConfig:
       bound_x, bound_v: soft-tanh bounds of x and v after every step; None disables one.
       clamp_stages: also bound the kernel's input state inside every RK4 stage.
       unroll: `lax.scan` unroll factor (a speed knob; the result does not depend on it).
-      backend: the integrator (`ouroboros_jax.integrators`): "scan" (one `lax.scan`) or "deer"
-        (Newton iterations, `ouroboros_jax.deer`).
+      backend: the integrator (`ouroboros_jax.ode.integrators`): "scan" (one `lax.scan`) or "deer"
+        (Newton iterations, `ouroboros_jax.ode.deer`).
       deer_max_iter, deer_tol: DEER's iteration limit and convergence threshold.
       kernel: what runs the scan and its adjoint: "xla" (`lax.scan`), "numba" (Numba kernels on
-        all CPU cores, `ouroboros_jax.numba_rollout`) or
+        all CPU cores, `ouroboros_jax.ode.numba_rollout`) or
         "auto" (`resolve_rollout_kernel`). Equal to float32 rounding.
       gradient: how the scan is differentiated: "adjoint" (a reverse scan over the VJP of one
         RK4 step, recomputed from the saved state; 1.4x faster on CPU, docs/performance.md) or
@@ -179,7 +179,7 @@ def state_trajectory(omega2, gamma, W, x0, v0, steps: int, config: RolloutConfig
       (B, steps + 1, 2): (x, v) with the initial state first.
     """
     if resolve_rollout_kernel(config) == "numba":
-        from ouroboros_jax.numba_rollout import numba_state_trajectory
+        from ouroboros_jax.ode.numba_rollout import numba_state_trajectory
 
         return numba_state_trajectory(omega2, gamma, W, x0, v0, steps, config, active_steps)
     if config.gradient == "adjoint":

@@ -9,8 +9,8 @@ one program per group of horizons that share their STFT configs (`program_horizo
 import jax.numpy as jnp
 
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.losses import LossWeights, stft_configs_for_horizon
 from ouroboros_jax.model.lowpass import gaussian_radius
+from ouroboros_jax.objective.losses import LossWeights, stft_configs_for_horizon
 
 HORIZON_SCHEDULES = ("geom", "linear", "const", "pow2")
 
@@ -70,7 +70,7 @@ def program_horizons(horizons, stft_configs, env_sigma: float | None = None) -> 
     Horizons share a program when they keep the same STFT configs (docs/method.md, "Objective":
     the set changes only where an n_fft stops fitting) and, with envelope terms (`env_sigma` in
     samples), the same envelope filter radius (capped at H - 1). The program rolls out to its
-    largest horizon and leaves the later steps out of the loss (`ouroboros_jax.losses`).
+    largest horizon and leaves the later steps out of the loss (`ouroboros_jax.objective.losses`).
 
     Example: horizons 512..2048 with n_fft 256, 512, 1024 -> 512..1023 served by the program of
     the largest of them below 1024, 1024..2048 by that of 2048.

@@ -20,7 +20,7 @@ from ouroboros_jax.data.segmenter import SegmenterConfig, find_syllables
 from ouroboros_jax.data.syllable_labels import check_syllables_occur, chosen, label_counts
 from ouroboros_jax.data.syllable_types import SyllableTypes, cluster_syllables, parse_cluster, syllable_features
 from ouroboros_jax.errors import InputError, WriteError
-from ouroboros_jax.figures import syllable_types_figure
+from ouroboros_jax.training.figures import syllable_types_figure
 from ouroboros_jax.training.outputs import make_output_dir, write_png, write_table
 
 TYPES_CSV, TYPES_PNG = "syllable_types.csv", "syllable_types.png"

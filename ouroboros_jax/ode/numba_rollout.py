@@ -30,7 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ouroboros_jax.host_call import host_call
+from ouroboros_jax.model.host_call import host_call
 from ouroboros_jax.model.numba_layer import typed_one
 from ouroboros_jax.model.numba_scan import LOCK, grouped
 from ouroboros_jax.model.polynomial import power_vector
