@@ -23,7 +23,7 @@ from timing import device_info, emit, versions
 
 from ouroboros_jax.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
-from ouroboros_jax.training.logbook import Logbook
+from ouroboros_jax.training.logbook import VAL_SCALARS, Logbook
 from ouroboros_jax.training.step import StepMetrics
 
 flags.DEFINE_integer("seeds", 64, "Seeds S.")
@@ -47,8 +47,8 @@ def main(argv):
     n_seeds, epochs = (4, 1) if FLAGS.quick else (FLAGS.seeds, FLAGS.epochs)
     rng = np.random.default_rng(0)
     seed_ids = list(range(n_seeds))
-    scores = [Autonomy(float(s), None, {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": 1.0})
-              for s in rng.uniform(-1, 0, n_seeds)]
+    # Every breakdown value an epoch logs (its size does not change the cost).
+    scores = [Autonomy(float(s), None, dict.fromkeys(VAL_SCALARS, 0.5)) for s in rng.uniform(-1, 0, n_seeds)]
     active = np.ones(n_seeds, bool)
     ran = np.ones((n_seeds, FLAGS.batches_per_epoch), bool)
     vocalisation = rng.normal(0, 0.1, VOCALISATION)
