@@ -38,7 +38,7 @@ the MRSTFT against the reference's golden values.
 
 Fairness notes (CPU): denormals are flushed to zero (``torch.set_flush_denormal``), as XLA does
 on CPU; without it the cold-start rollout (noise IC ~1e-3 raised to powers up to 15) computes on
-denormals and a step is 10-40x slower (``--keep-denormals`` measures that). The Gaussian
+denormals and a step is 10-40x slower (``--keep_denormals`` measures that). The Gaussian
 low-pass runs all channels as one depthwise ``conv1d`` (identical result; the batch-of-1-channel
 layout has a pathologically slow CPU backward). Every timed call starts from the same parameters
 and a fresh Adam state, like the JAX ``train_step.py`` benchmark, on the same synthetic batch
@@ -47,7 +47,7 @@ and a fresh Adam state, like the JAX ``train_step.py`` benchmark, on the same sy
 Usage::
 
     python benchmarks/baseline_torch.py [--horizons 512,1024,2048] [--batch 8] [--length 2205]
-        [--repeats 3] [--threads N] [--keep-denormals] [--quick]
+        [--repeats 3] [--threads N] [--keep_denormals] [--quick]
 
 prints one JSON object per horizon (``benchmarks/timing.py`` format). torch is a benchmark-only
 dependency (CPU wheel is enough).
@@ -55,7 +55,6 @@ dependency (CPU wheel is enough).
 
 from __future__ import annotations
 
-import argparse
 import math
 import pathlib
 import platform
@@ -65,8 +64,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from absl import flags
+
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import shared_flags  # noqa: E402  (benchmarks/shared_flags.py)
 import timing  # noqa: E402  (benchmarks/timing.py)
 
 SR = 44100
@@ -354,10 +358,25 @@ def train_step(model, opt, batch, H, tf_var, grad_clip=5.0):
 # --------------------------------------------------------------------------------------------
 # Synthetic batch and CLI
 
-DEFAULTS = {"horizons": "512,1024,2048", "batch": 8, "length": 2205, "n_terms": 15, "n_layers": 3, "d_state": 4,
-            "d_conv": 4, "expand": 10, "repeats": 3, "warmup": 1}
-QUICK = {"horizons": "32,64", "batch": 2, "length": 256, "n_terms": 3, "n_layers": 1, "d_state": 2, "d_conv": 4,
+QUICK = {"horizons": ["32", "64"], "batch": 2, "length": 256, "n_terms": 3, "n_layers": 1, "d_state": 2, "d_conv": 4,
          "expand": 2, "repeats": 1, "warmup": 0}
+FLAGS = cli.flag_set()
+shared_flags.define_horizons(FLAGS, "length")
+flags.DEFINE_integer("batch", 8, "Segments per step B.", flag_values=FLAGS)
+flags.DEFINE_integer("length", 2205, "Segment length L in samples.", flag_values=FLAGS)
+flags.DEFINE_integer("n_terms", 15, "Polynomial nTerms, P = nTerms + 1.", flag_values=FLAGS)
+flags.DEFINE_integer("n_layers", 3, "Mamba layers per encoder.", flag_values=FLAGS)
+flags.DEFINE_integer("d_state", 4, "Mamba state size N.", flag_values=FLAGS)
+flags.DEFINE_integer("d_conv", 4, "Mamba conv width.", flag_values=FLAGS)
+flags.DEFINE_integer("expand", 10, "Mamba expand factor.", flag_values=FLAGS)
+shared_flags.define_repeats(FLAGS, "steps", repeats=3)
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", flag_values=FLAGS)
+flags.DEFINE_float("grad_clip", 5.0, "Gradient-norm clip.", flag_values=FLAGS)
+flags.DEFINE_integer("threads", None, "torch.set_num_threads (default: torch's choice).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the parameters and the batch.", flag_values=FLAGS)
+flags.DEFINE_bool("keep_denormals", False, "Do not flush denormals to zero (torch's default; XLA on CPU flushes "
+                  "them).", flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
 def synthetic_batch(B: int, L: int, seed: int = 0):
@@ -379,18 +398,16 @@ def configure(threads: int | None, keep_denormals: bool) -> bool:
     return torch.set_flush_denormal(not keep_denormals) and not keep_denormals
 
 
-def step_runner(a):
-    """`run(H)`: one training step at horizon H from the same state every call.
-
-    `a` holds batch, length, n_terms, n_layers, d_state, d_conv, expand, lr, grad_clip, seed.
-    """
-    torch.manual_seed(a.seed)
-    model = Ouroboros(a.n_terms, a.n_layers, a.d_state, a.d_conv, a.expand)
-    batch = synthetic_batch(a.batch, a.length, a.seed)
-    tf_var = max(float(batch[2].double().var(unbiased=True)), 1e-6)
+def step_runner(batch: int, length: int, n_terms: int, n_layers: int, d_state: int, d_conv: int, expand: int,
+                lr: float = 1e-3, grad_clip: float = 5.0, seed: int = 0):
+    """`run(H)`: one training step at horizon H from the same state every call."""
+    torch.manual_seed(seed)
+    model = Ouroboros(n_terms, n_layers, d_state, d_conv, expand)
+    data = synthetic_batch(batch, length, seed)
+    tf_var = max(float(data[2].double().var(unbiased=True)), 1e-6)
     params = list(model.parameters())
     initial = [q.detach().clone() for q in params]
-    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
     def run(H):
         # Every timed call starts from the same state (initial parameters, fresh Adam), as the JAX
@@ -399,41 +416,19 @@ def step_runner(a):
             for q, q0 in zip(params, initial):
                 q.copy_(q0)
         opt.state.clear()
-        return train_step(model, opt, batch, H, tf_var, a.grad_clip)
+        return train_step(model, opt, data, H, tf_var, grad_clip)
 
     return run
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--horizons", help=f"comma-separated rollout horizons H (default {DEFAULTS['horizons']})")
-    p.add_argument("--batch", type=int, help="segments per step B (default 8)")
-    p.add_argument("--length", type=int, help="segment length L in samples (default 2205)")
-    p.add_argument("--n-terms", type=int, help="polynomial nTerms, P = nTerms + 1 (default 15)")
-    p.add_argument("--n-layers", type=int, help="Mamba layers per encoder (default 3)")
-    p.add_argument("--d-state", type=int, help="Mamba state size N (default 4)")
-    p.add_argument("--d-conv", type=int, help="Mamba conv width (default 4)")
-    p.add_argument("--expand", type=int, help="Mamba expand factor (default 10)")
-    p.add_argument("--repeats", type=int, help="timed steps per horizon (default 3)")
-    p.add_argument("--warmup", type=int, help="untimed steps after the first (default 1)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--grad-clip", type=float, default=5.0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep-denormals", action="store_true",
-                   help="do not flush denormals to zero (torch's default; XLA on CPU flushes them)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run of seconds: {QUICK}, unless those flags are given explicitly")
-    a = p.parse_args(argv)
-    for name, value in (QUICK if a.quick else DEFAULTS).items():
-        if getattr(a, name) is None:
-            setattr(a, name, value)
+@report_input_errors
+def main(argv) -> None:
+    shared_flags.begin(argv, FLAGS, QUICK)
+    a = FLAGS
     flush = configure(a.threads, a.keep_denormals)
-    horizons = [int(h) for h in a.horizons.split(",") if h]
-    if max(horizons) > a.length:
-        p.error(f"horizon {max(horizons)} > length {a.length}")
-
-    run = step_runner(a)
+    horizons = shared_flags.checked_horizons(FLAGS, "horizons", "length")
+    run = step_runner(a.batch, a.length, a.n_terms, a.n_layers, a.d_state, a.d_conv, a.expand, a.lr, a.grad_clip,
+                      a.seed)
 
     device = {"platform": "cpu", "kind": "torch_cpu", "count": 1, "cpu": platform.processor() or platform.machine()}
     for H in horizons:
@@ -452,4 +447,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, FLAGS)

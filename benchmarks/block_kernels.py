@@ -18,16 +18,18 @@ import time
 import types
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from timing import emit, versions
 
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.model import numba_layer
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("against", None, "root of another checkout whose block kernels to compare", required=True)
-flags.DEFINE_integer("rounds", 25, "alternating rounds (each: forward and backward of both)")
-flags.DEFINE_integer("batch", 8, "chains (batch elements)")
-flags.DEFINE_integer("length", 4410, "samples per chain")
+FLAGS = cli.flag_set()
+flags.DEFINE_string("against", None, "root of another checkout whose block kernels to compare", flag_values=FLAGS)
+flags.DEFINE_integer("rounds", 25, "alternating rounds (each: forward and backward of both)", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 8, "chains (batch elements)", flag_values=FLAGS)
+flags.DEFINE_integer("length", 4410, "samples per chain", flag_values=FLAGS)
 
 
 def _load(name: str, path: pathlib.Path, renames: dict) -> types.ModuleType:
@@ -52,8 +54,9 @@ def _operands(batch: int, length: int) -> list[np.ndarray]:
     return operands
 
 
+@report_input_errors
 def main(argv):
-    del argv
+    cli.check_command(argv, FLAGS, {"against": "the root of another checkout whose block kernels to compare"})
     root = pathlib.Path(FLAGS.against) / "ouroboros_jax" / "model"
     _load("other_numba_scan", root / "numba_scan.py", {})
     other = _load("other_numba_layer", root / "numba_layer.py",
@@ -80,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

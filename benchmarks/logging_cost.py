@@ -18,20 +18,24 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+import shared_flags
+from absl import flags
 from timing import device_info, emit, versions
 
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.scoring.evaluation import Autonomy
 from ouroboros_jax.training.config import RunConfig
-from ouroboros_jax.training.logbook import Logbook
+from ouroboros_jax.training.logbook import VAL_SCALARS, Logbook
 from ouroboros_jax.training.step import StepMetrics
 
-flags.DEFINE_integer("seeds", 64, "Seeds S.")
-flags.DEFINE_integer("batches_per_epoch", 32, "Steps per epoch (the demo's).")
-flags.DEFINE_integer("media_seeds", 4, "--media_seeds of the run.")
-flags.DEFINE_integer("epochs", 3, "Epochs logged; the medians are reported.")
-flags.DEFINE_bool("quick", False, "Smoke test: 4 seeds, 1 epoch.")
-FLAGS = flags.FLAGS
+QUICK = {"seeds": 4, "epochs": 1}
+FLAGS = cli.flag_set()
+flags.DEFINE_integer("seeds", 64, "Seeds S.", flag_values=FLAGS)
+flags.DEFINE_integer("batches_per_epoch", 32, "Steps per epoch (the demo's).", flag_values=FLAGS)
+flags.DEFINE_integer("media_seeds", 4, "--media_seeds of the run.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 3, "Epochs logged; the medians are reported.", flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 SAMPLE_RATE, VOCALISATION = 32000, 6410
 
 
@@ -42,13 +46,14 @@ def metrics(rng, n_seeds: int, n_steps: int) -> StepMetrics:
     return StepMetrics(**fields)
 
 
+@report_input_errors
 def main(argv):
-    del argv
-    n_seeds, epochs = (4, 1) if FLAGS.quick else (FLAGS.seeds, FLAGS.epochs)
+    shared_flags.begin(argv, FLAGS, QUICK)
+    n_seeds, epochs = FLAGS.seeds, FLAGS.epochs
     rng = np.random.default_rng(0)
     seed_ids = list(range(n_seeds))
-    scores = [Autonomy(float(s), None, {"spec_corr": 0.5, "amp_pen": 0.1, "pitch_pen": 0.1, "bounded_frac": 1.0})
-              for s in rng.uniform(-1, 0, n_seeds)]
+    # Every breakdown value an epoch logs (its size does not change the cost).
+    scores = [Autonomy(float(s), None, dict.fromkeys(VAL_SCALARS, 0.5)) for s in rng.uniform(-1, 0, n_seeds)]
     active = np.ones(n_seeds, bool)
     ran = np.ones((n_seeds, FLAGS.batches_per_epoch), bool)
     vocalisation = rng.normal(0, 0.1, VOCALISATION)
@@ -75,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

@@ -13,13 +13,14 @@ intermediates), and `seeds_in_80gb` / `chunked_seeds_in_80gb`, how many seeds fi
 rate (chunked: with one chunk of `--chunk_for_80gb` seeds live).
 """
 
-import dataclasses
+import shared_flags
+from absl import flags
+from synthetic import RUN, run_optimizer, run_step_config
+from timing import device_info, emit, versions
 
-from absl import app, flags
-from synthetic import MODELS, RUN, device_training_set, run_optimizer, run_step_config
-from timing import apply_quick, device_info, emit, versions
-
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
+from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import model_graphdef
@@ -27,15 +28,10 @@ from ouroboros_jax.training.step import model_graphdef
 QUICK = {"model": "small", "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128}
 GB80 = 80e9
 
-flags.DEFINE_enum("model", "default", sorted(MODELS), "Model size.")
-flags.DEFINE_integer("n_batches", 4, "Steps per epoch (the training set is n_batches * batch_size segments).")
-flags.DEFINE_integer("batch_size", 8, "Segments per step B.")
-flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s at 44.1 kHz).")
-flags.DEFINE_integer("horizon", 2048, "Rollout horizon H (<= segment_len).")
-flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS, "Selective-scan implementation of the encoders.")
-flags.DEFINE_integer("chunk_for_80gb", 8, "Seeds per chunk assumed for `chunked_seeds_in_80gb`.")
-flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
-FLAGS = flags.FLAGS
+FLAGS = cli.flag_set()
+shared_flags.define_epoch(FLAGS, model="default", n_batches=4, horizon=2048)
+flags.DEFINE_integer("chunk_for_80gb", 8, "Seeds per chunk assumed for `chunked_seeds_in_80gb`.", flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
 def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -> dict:
@@ -47,12 +43,10 @@ def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -
     return {"compile_s": compiled.seconds, "memory_bytes": compiled.memory}
 
 
+@report_input_errors
 def main(argv):
-    del argv
-    if FLAGS.quick:
-        apply_quick(FLAGS, QUICK)
-    model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
-    data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
+    shared_flags.begin(argv, FLAGS, QUICK)
+    model, data, tf_var = shared_flags.epoch_inputs(FLAGS)
     config = run_step_config(FLAGS.horizon, model, RolloutConfig())
     common = {"model": FLAGS.model, "n_poly": model.n_poly, "n_batches": FLAGS.n_batches, "batch": FLAGS.batch_size,
               "segment_len": FLAGS.segment_len, "horizon": FLAGS.horizon,
@@ -76,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

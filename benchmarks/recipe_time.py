@@ -27,6 +27,7 @@ from synthetic import harmonic_batch
 from timing import device_info, emit, versions
 
 from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.objective.derivatives import first_derivative
 from ouroboros_jax.training.checkpoints import Checkpoints
 from ouroboros_jax.training.config import RunConfig
@@ -54,13 +55,19 @@ def seconds(call) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    given = [a for a in sys.argv[1:] if a.startswith("--flagfile")]
+def recipe_argv(argv: list[str]) -> list[str]:
+    """`argv` completed: experiments/blk445.flags unless a --flagfile is given, synthetic data, and
+    with --quick the preset last. The preset is flags, not `timing.apply_quick`, because a recipe's
+    flagfile sets its flags as if typed: apply_quick would keep the recipe's full model."""
+    given = [a for a in argv[1:] if a.startswith("--flagfile")]
     recipe = [] if given else [f"--flagfile={pathlib.Path(__file__).parents[1] / 'experiments' / 'blk445.flags'}"]
-    argv = [sys.argv[0], *recipe, *sys.argv[1:]]
-    if "--quick" in sys.argv[1:]:
-        argv += QUICK
-    FLAGS(argv + ["--data_dir=synthetic"])
+    quick = QUICK if "--quick" in argv[1:] else []
+    return [argv[0], *recipe, *argv[1:], *quick, "--data_dir=synthetic"]
+
+
+@report_input_errors
+def main(argv) -> None:
+    cli.check_command(argv, FLAGS)
     config = cli.from_flags(RunConfig, FLAGS)
     sample_rate = FLAGS.sample_rate
     length = round(config.sampler.context_len * sample_rate)
@@ -108,7 +115,8 @@ def main() -> None:
                        "evaluation_s": outputs_s[-1], "checkpoint_s": save_s,
                        **programs.cost((program_horizon, seeds))})
     compile_s = programs.summary()["compile_seconds"]
-    emit({"benchmark": "recipe_time", "recipe": [a for a in argv[1:] if a.startswith("--flagfile")],
+    recipe = [a for a in sys.argv[1:] if a.startswith("--flagfile")]  # sys.argv as `recipe_argv` completed it
+    emit({"benchmark": "recipe_time", "recipe": recipe,
           "n_epochs": config.n_epochs, "steps_per_epoch": steps_per_epoch, "n_epoch_programs": len(report),
           "compile_s": compile_s, "train_s": train_s, "evaluation_s": eval_s, "checkpoint_s": checkpoint_s,
           "n_checkpoints": saves, "total_s": compile_s + train_s + eval_s + checkpoint_s, "programs": report,
@@ -116,4 +124,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.argv = recipe_argv(sys.argv)
+    cli.run(main, FLAGS)

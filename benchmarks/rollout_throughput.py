@@ -18,9 +18,12 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
-from timing import apply_quick, device_info, emit, measure, versions
+import shared_flags
+from absl import flags
+from timing import device_info, emit, measure, versions
 
+from ouroboros_jax import cli
+from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.model.polynomial import structural_mask
 from ouroboros_jax.ode.deer import deer_rollout
@@ -43,16 +46,15 @@ BACKENDS = {
 MODES = ("forward", "forward_backward")
 QUICK = {"batches": ["2"], "horizons": ["64"], "unrolls": ["1", "2"], "repeats": 2}
 
-flags.DEFINE_list("backend", ["scan"], f"Rollout backends to time, any of {sorted(BACKENDS)}.")
-flags.DEFINE_list("modes", list(MODES), f"Any of {MODES}.")
-flags.DEFINE_list("batches", ["8", "64", "512"], "Batch sizes B.")
-flags.DEFINE_list("horizons", ["512", "2048"], "Horizons H (samples; H - 1 steps).")
-flags.DEFINE_list("unrolls", ["1", "2", "4", "8"], "lax.scan unroll factors.")
-flags.DEFINE_integer("n_poly", 16, "P, the kernel's powers per state variable (n_kernels + 1).")
-flags.DEFINE_integer("repeats", 5, "Timed calls per configuration.")
-flags.DEFINE_integer("warmup", 1, "Untimed calls after the first (compiling) one.")
-flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
-FLAGS = flags.FLAGS
+FLAGS = cli.flag_set()
+flags.DEFINE_list("backend", ["scan"], f"Rollout backends to time, any of {sorted(BACKENDS)}.", flag_values=FLAGS)
+flags.DEFINE_list("modes", list(MODES), f"Any of {MODES}.", flag_values=FLAGS)
+flags.DEFINE_list("batches", ["8", "64", "512"], "Batch sizes B.", flag_values=FLAGS)
+flags.DEFINE_list("horizons", ["512", "2048"], "Horizons H (samples; H - 1 steps).", flag_values=FLAGS)
+flags.DEFINE_list("unrolls", ["1", "2", "4", "8"], "lax.scan unroll factors.", flag_values=FLAGS)
+flags.DEFINE_integer("n_poly", 16, "P, the kernel's powers per state variable (n_kernels + 1).", flag_values=FLAGS)
+shared_flags.define_repeats(FLAGS, "calls", repeats=5)
+shared_flags.define_quick(FLAGS, QUICK)
 
 SAMPLE_RATE = 44100.0
 
@@ -94,13 +96,12 @@ def compiled(backend, mode: str, horizon: int, config: RolloutConfig):
     return jax.jit(jax.grad(loss, has_aux=True))
 
 
+@report_input_errors
 def main(argv):
-    del argv
-    if FLAGS.quick:
-        apply_quick(FLAGS, QUICK)
+    shared_flags.begin(argv, FLAGS, QUICK)
     for name, allowed in ("backend", BACKENDS), ("modes", MODES):
         if unknown := set(FLAGS[name].value) - set(allowed):
-            raise app.UsageError(f"--{name}: unknown {sorted(unknown)}; use any of {sorted(allowed)}")
+            raise InputError(f"--{name}: unknown {sorted(unknown)}; use any of {sorted(allowed)}")
     p = FLAGS.n_poly
     drive_bytes = 4 * (2 + p * p)  # float32 omega^2, gamma and W of one example for one step
     for batch, horizon in itertools.product(map(int, FLAGS.batches), map(int, FLAGS.horizons)):
@@ -118,5 +119,6 @@ def main(argv):
                   "sample_steps_per_s": throughput, "drive_bytes_per_sample_step": drive_bytes,
                   "drive_read_gb_per_s": throughput * drive_bytes / 1e9, **counts})
 
+
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

@@ -10,15 +10,29 @@ falls on all alike. One JSON line per implementation: medians and mins (ms), and
 of y and each gradient against "sequential" in float32.
 """
 
-import argparse
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+import shared_flags
 import timing
+from absl import flags
 
-from ouroboros_jax.model.selective_scan import selective_ssm
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
+from ouroboros_jax.model.selective_scan import SCAN_IMPLS, selective_ssm
+
+QUICK = {"batch": 2, "length": 256, "repeats": 2}
+FLAGS = cli.flag_set()
+flags.DEFINE_list("impls", ["fused", "numba"], f"Implementations timed against sequential, of {SCAN_IMPLS}.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("batch", 8, "Batch size B.", flag_values=FLAGS)
+flags.DEFINE_integer("length", 4410, "T: twice the segment length (2 L at L 2205).", flag_values=FLAGS)
+flags.DEFINE_integer("width", 20, "d_inner.", flag_values=FLAGS)
+flags.DEFINE_integer("n_state", 4, "Mamba state size N.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 7, "Timed rounds.", flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
 def inputs(batch, length, width, n_state):
@@ -30,21 +44,13 @@ def inputs(batch, length, width, n_state):
     return (delta, x, A, Bt, Ct), jax.random.normal(k[4], (batch, length, width))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--impls", default="fused,numba")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--length", type=int, default=4410, help="T: twice the segment length (2 L at L 2205)")
-    p.add_argument("--width", type=int, default=20, help="d_inner")
-    p.add_argument("--n_state", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--quick", action="store_true", help="B 2, T 256, 2 repeats")
-    a = p.parse_args(argv)
-    if a.quick:
-        a.batch, a.length, a.repeats = 2, 256, 2
-    args, gy = inputs(a.batch, a.length, a.width, a.n_state)
+@report_input_errors
+def main(argv):
+    shared_flags.begin(argv, FLAGS, QUICK)
+    impls = FLAGS.impls
+    args, gy = inputs(FLAGS.batch, FLAGS.length, FLAGS.width, FLAGS.n_state)
     calls = {}
-    for impl in ["sequential"] + a.impls.split(","):
+    for impl in ["sequential", *impls]:
         def f(*z, impl=impl):
             return selective_ssm(*z, impl=impl)
 
@@ -52,23 +58,24 @@ def main(argv=None):
                        "forward_backward": jax.jit(jax.grad(lambda *z, f=f: jnp.vdot(f(*z), gy), argnums=range(5)))}
     results = {impl: {k: jax.block_until_ready(c(*args)) for k, c in cs.items()} for impl, cs in calls.items()}
     times = {impl: {k: [] for k in cs} for impl, cs in calls.items()}
-    for _ in range(a.repeats):
+    for _ in range(FLAGS.repeats):
         for impl, cs in calls.items():
             for k, c in cs.items():
                 t0 = time.perf_counter()
                 jax.block_until_ready(c(*args))
                 times[impl][k].append(time.perf_counter() - t0)
     ref = results["sequential"]
-    for impl in a.impls.split(","):
+    for impl in impls:
         errors = [float(jnp.abs(u - v).max()) for u, v in zip([results[impl]["forward"], *results[impl]["forward_backward"]],
                                                               [ref["forward"], *ref["forward_backward"]])]
-        timing.emit({"benchmark": "scan_impls", "impl": impl, "config": {"batch": a.batch, "length": a.length,
-                     "width": a.width, "n_state": a.n_state, "dtype": "float32"}, "device": timing.device_info(),
-                     "versions": timing.versions(), "repeats": a.repeats,
+        config = {"batch": FLAGS.batch, "length": FLAGS.length, "width": FLAGS.width, "n_state": FLAGS.n_state,
+                  "dtype": "float32"}
+        timing.emit({"benchmark": "scan_impls", "impl": impl, "config": config, "device": timing.device_info(),
+                     "versions": timing.versions(), "repeats": FLAGS.repeats,
                      **{f"{k}_{s}_ms": 1e3 * f(v) for k, v in times[impl].items()
                         for s, f in (("median", statistics.median), ("min", min))},
                      "max_abs_error": dict(zip(["y", "delta", "x", "A", "B", "C"], errors))})
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, FLAGS)

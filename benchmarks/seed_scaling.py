@@ -13,42 +13,33 @@ The 1-seed program is compiled once, before the grid (`single_seed_first_call_s`
 epoch starts from the same fresh states, so every call does the same work.
 """
 
-import dataclasses
-
 import jax
-from absl import app, flags
-from synthetic import MODELS, RUN, device_training_set, run_optimizer, run_step_config
-from timing import apply_quick, device_info, emit, measure, versions
+import shared_flags
+from absl import flags
+from synthetic import RUN, run_optimizer, run_step_config
+from timing import device_info, emit, measure, versions
 
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
+from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.ode.dynamics import RolloutConfig
 from ouroboros_jax.training.seeds import MemberSettings, SeedProgram, init_seeds, seed_keys
 from ouroboros_jax.training.step import model_graphdef
 
 QUICK = {"seeds": ["1", "2"], "n_batches": 2, "batch_size": 2, "segment_len": 256, "horizon": 128, "repeats": 2}
 
-flags.DEFINE_enum("model", "small", sorted(MODELS), "Model size; small: n_kernels 3, n_layers 2, d_state 2, expand 2.")
-flags.DEFINE_list("seeds", ["1", "2", "4", "8", "16"], "Seed counts S.")
-flags.DEFINE_integer("n_batches", 8, "Steps per epoch (the training set is n_batches * batch_size segments).")
-flags.DEFINE_integer("batch_size", 8, "Segments per step B.")
-flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s at 44.1 kHz).")
-flags.DEFINE_integer("horizon", 512, "Rollout horizon H (<= segment_len).")
-flags.DEFINE_enum("encoder_scan", "auto", SCAN_IMPLS, "Selective-scan implementation of the encoders.")
-flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.")
-flags.DEFINE_integer("repeats", 3, "Timed epochs per configuration.")
-flags.DEFINE_integer("warmup", 1, "Untimed epochs after the first (compiling) one.")
-flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
-FLAGS = flags.FLAGS
+FLAGS = cli.flag_set()
+shared_flags.define_epoch(FLAGS, model="small", n_batches=8, horizon=512)
+flags.DEFINE_list("seeds", ["1", "2", "4", "8", "16"], "Seed counts S.", flag_values=FLAGS)
+flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.", flag_values=FLAGS)
+shared_flags.define_repeats(FLAGS, "epochs", repeats=3)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
+@report_input_errors
 def main(argv):
-    del argv
-    if FLAGS.quick:
-        apply_quick(FLAGS, QUICK)
-    if FLAGS.horizon > FLAGS.segment_len:
-        raise app.UsageError(f"--horizon={FLAGS.horizon}: cannot exceed --segment_len={FLAGS.segment_len}")
-    model = dataclasses.replace(MODELS[FLAGS.model], scan_impl=FLAGS.encoder_scan)
-    data, tf_var = device_training_set(model, FLAGS.n_batches * FLAGS.batch_size, FLAGS.segment_len)
+    shared_flags.begin(argv, FLAGS, QUICK)
+    model, data, tf_var = shared_flags.epoch_inputs(FLAGS)
     optimizer = run_optimizer()
     rollout = RolloutConfig(unroll=FLAGS.unroll)
     program = SeedProgram(model_graphdef(model), optimizer, FLAGS.batch_size, max_consecutive_skips=50,
@@ -83,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

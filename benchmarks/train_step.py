@@ -26,12 +26,15 @@ import statistics
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+import shared_flags
+from absl import flags
 from flax import nnx
 from synthetic import MODELS, RUN, harmonic_batch, run_optimizer, run_step_config
-from timing import apply_quick, device_info, emit, measure, versions
+from timing import device_info, emit, measure, versions
 
-from ouroboros_jax.model.selective_scan import SCAN_IMPLS, resolve_scan_impl
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
+from ouroboros_jax.model.selective_scan import resolve_scan_impl
 from ouroboros_jax.objective.losses import (
     LossWeights,
     acceleration_anchor_loss,
@@ -39,7 +42,6 @@ from ouroboros_jax.objective.losses import (
     teacher_acceleration_variance,
 )
 from ouroboros_jax.ode.dynamics import (
-    ROLLOUT_KERNELS,
     RolloutConfig,
     initial_state,
     resolve_rollout_kernel,
@@ -50,19 +52,15 @@ from ouroboros_jax.training.step import init_train_state, model_graphdef, train_
 
 QUICK = {"model": "small", "batch_size": 2, "segment_len": 256, "horizons": ["128"], "repeats": 2}
 
-flags.DEFINE_enum("model", "default", sorted(MODELS), "Model size (default: the reference CLI defaults).")
-flags.DEFINE_integer("batch_size", 8, "Segments per step B.")
-flags.DEFINE_integer("segment_len", 2205, "Segment length L in samples (0.05 s at 44.1 kHz).")
-flags.DEFINE_list("horizons", ["512", "1024", "2048"], "Rollout horizons H (<= segment_len).")
-flags.DEFINE_list("encoder_scan", ["auto"], f"Selective-scan implementations of the encoders, of {SCAN_IMPLS}.")
-flags.DEFINE_enum("rollout_gradient", "adjoint", ["adjoint", "autodiff"], "How the rollout is differentiated.")
-flags.DEFINE_list("rollout_kernel", ["auto"], f"Rollout kernels, of {ROLLOUT_KERNELS}.")
-flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.")
-flags.DEFINE_integer("repeats", 5, "Timed steps per configuration.")
-flags.DEFINE_integer("warmup", 1, "Untimed steps after the first (compiling) one.")
-flags.DEFINE_bool("breakdown", False, "Time the parts of the step (module docstring) instead of whole steps.")
-flags.DEFINE_bool("quick", False, f"Smoke test: {QUICK} unless those flags are given.")
-FLAGS = flags.FLAGS
+FLAGS = cli.flag_set()
+shared_flags.define_segments(FLAGS, model="default")
+shared_flags.define_horizons(FLAGS, "segment_len")
+shared_flags.define_kernels(FLAGS)
+flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor of the rollout.", flag_values=FLAGS)
+shared_flags.define_repeats(FLAGS, "steps", repeats=5)
+flags.DEFINE_bool("breakdown", False, "Time the parts of the step (module docstring) instead of whole steps.",
+                  flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
 @dataclasses.dataclass
@@ -187,22 +185,10 @@ def breakdown(benches: list[StepBench], horizons: list[int], repeats: int) -> No
                   "device": device_info(), "versions": versions(), "repeats": repeats, **record})
 
 
+@report_input_errors
 def main(argv):
-    del argv
-    if FLAGS.quick:
-        apply_quick(FLAGS, QUICK)
-    horizons = [int(h) for h in FLAGS.horizons]
-    if max(horizons) > FLAGS.segment_len:
-        raise app.UsageError(f"--horizons={','.join(FLAGS.horizons)}: a horizon cannot exceed "
-                             f"--segment_len={FLAGS.segment_len}")
-    unknown = sorted(set(FLAGS.encoder_scan) - set(SCAN_IMPLS))
-    if unknown:
-        raise app.UsageError(f"--encoder_scan: unknown {unknown}; use some of {SCAN_IMPLS}")
-    unknown = sorted(set(FLAGS.rollout_kernel) - set(ROLLOUT_KERNELS))
-    if unknown:
-        raise app.UsageError(f"--rollout_kernel: unknown {unknown}; use some of {ROLLOUT_KERNELS}")
-    if FLAGS.rollout_gradient == "autodiff" and "numba" in FLAGS.rollout_kernel:
-        raise app.UsageError("--rollout_kernel=numba has its own adjoint: --rollout_gradient=autodiff needs xla")
+    shared_flags.begin(argv, FLAGS, QUICK)
+    horizons = shared_flags.checked_horizons(FLAGS, "horizons", "segment_len")
     benches = [StepBench(FLAGS.model, scan, FLAGS.batch_size, FLAGS.segment_len, FLAGS.unroll, FLAGS.rollout_gradient,
                          kernel) for scan, kernel in kernel_pairs(FLAGS.model, FLAGS.encoder_scan, FLAGS.rollout_kernel,
                                                                   FLAGS.rollout_gradient)]
@@ -218,4 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, FLAGS)

@@ -14,20 +14,33 @@ median / JAX median (> 1: JAX is faster). The two steps do the same work on the 
 same sizes; `baseline_torch.py` says how the baseline is built.
 """
 
-import argparse
 import functools
 import statistics
 import time
 
 import baseline_torch
 import jax
+import shared_flags
 import timing
+from absl import flags
 from train_step import StepBench, kernel_pairs
 
-DEFAULTS = {"horizons": "512,1024,2048", "repeats": 5, "batch": 8, "length": 2205, "model": "default"}
-QUICK = {"horizons": "64,128", "repeats": 2, "batch": 2, "length": 256, "model": "small"}
+from ouroboros_jax import cli
+from ouroboros_jax.errors import report_input_errors
+
+QUICK = {"horizons": ["64", "128"], "repeats": 2, "batch": 2, "length": 256, "model": "small"}
+# The PyTorch model of each --model (`synthetic.MODELS`), in baseline_torch's terms.
 SIZES = {"default": {"n_terms": 15, "n_layers": 3, "d_state": 4, "d_conv": 4, "expand": 10},
          "small": {"n_terms": 3, "n_layers": 2, "d_state": 2, "d_conv": 4, "expand": 2}}
+FLAGS = cli.flag_set()
+shared_flags.define_horizons(FLAGS, "length")
+flags.DEFINE_integer("repeats", 5, "Timed rounds.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 8, "Segments per step B.", flag_values=FLAGS)
+flags.DEFINE_integer("length", 2205, "Segment length L in samples.", flag_values=FLAGS)
+shared_flags.define_model(FLAGS, "default")
+shared_flags.define_kernels(FLAGS)
+flags.DEFINE_integer("threads", None, "torch.set_num_threads (default: torch's choice).", flag_values=FLAGS)
+shared_flags.define_quick(FLAGS, QUICK)
 
 
 def seconds(call, block) -> float:
@@ -36,31 +49,14 @@ def seconds(call, block) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--horizons", help=f"comma-separated rollout horizons (default {DEFAULTS['horizons']})")
-    p.add_argument("--repeats", type=int, help="timed rounds (default 5)")
-    p.add_argument("--batch", type=int, help="segments per step B (default 8)")
-    p.add_argument("--length", type=int, help="segment length L (default 2205)")
-    p.add_argument("--model", choices=sorted(SIZES), help="model size (default: the reference defaults)")
-    p.add_argument("--encoder_scan", default="auto", help="comma-separated JAX encoder scans (default auto)")
-    p.add_argument("--rollout_gradient", default="adjoint", choices=["adjoint", "autodiff"])
-    p.add_argument("--rollout_kernel", default="auto", help="comma-separated rollout kernels (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}, unless given explicitly")
-    a = p.parse_args(argv)
-    for name, value in (QUICK if a.quick else DEFAULTS).items():
-        if getattr(a, name) is None:
-            setattr(a, name, value)
-    horizons = [int(h) for h in a.horizons.split(",") if h]
-    if max(horizons) > a.length:
-        p.error(f"horizon {max(horizons)} > length {a.length}")
-
+@report_input_errors
+def main(argv) -> None:
+    shared_flags.begin(argv, FLAGS, QUICK)
+    a = FLAGS
+    horizons = shared_flags.checked_horizons(FLAGS, "horizons", "length")
     flush = baseline_torch.configure(a.threads, keep_denormals=False)
-    torch_args = argparse.Namespace(batch=a.batch, length=a.length, lr=1e-3, grad_clip=5.0, seed=0,
-                                    **SIZES[a.model])
-    torch_step = baseline_torch.step_runner(torch_args)
-    pairs = kernel_pairs(a.model, a.encoder_scan.split(","), a.rollout_kernel.split(","), a.rollout_gradient)
+    torch_step = baseline_torch.step_runner(a.batch, a.length, **SIZES[a.model])
+    pairs = kernel_pairs(a.model, a.encoder_scan, a.rollout_kernel, a.rollout_gradient)
     benches = [StepBench(a.model, scan, a.batch, a.length, rollout_gradient=a.rollout_gradient, rollout_kernel=kernel)
                for scan, kernel in pairs]
     steps = {(h, i): functools.partial(bench.step, h) for h in horizons for i, bench in enumerate(benches)}
@@ -85,4 +81,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, FLAGS)
