@@ -39,7 +39,7 @@ def program_memory(model, data, tf_var, config, n_seeds: int, seed_chunk: int) -
                           config.rollout, seed_chunk)
     states, progress = init_seeds(model, run_optimizer(), seed_keys(0, range(n_seeds)))
     settings = MemberSettings(RUN.objective.weights, RUN.objective.ic_noise_rms)
-    compiled = program.compile_epoch(states, progress, data, settings, tf_var, config)
+    compiled = program.compile_epoch(config, states, progress, data, settings, tf_var)
     return {"compile_s": compiled.seconds, "memory_bytes": compiled.memory}
 
 
