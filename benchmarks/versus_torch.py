@@ -11,7 +11,7 @@ After one compiling/warm-up call of each, every round times one JAX step per (en
 rollout kernel) and one PyTorch step per horizon, alternating, so that a shared machine's noise
 falls on all alike. One JSON line per encoder scan, rollout kernel and horizon: both medians (with min and max), and `ratio` = torch
 median / JAX median (> 1: JAX is faster). The two steps do the same work on the same synthetic batch (`synthetic.py`) at the
-same sizes; `baseline_torch.py` says how the baseline is built.
+same sizes; `torch_ouroboros.py` says how the baseline is built.
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""Parity of the PyTorch benchmark baseline (benchmarks/baseline_torch.py) with the reference.
+"""Parity of the PyTorch benchmark baseline (benchmarks/torch_ouroboros.py) with the reference.
 
 The JAX/PyTorch speed ratio is only meaningful if the baseline computes the same function; these
 checks load the reference's golden small-model parameters into the baseline and compare drives,
@@ -13,12 +13,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "baseline_torch.py"
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "torch_ouroboros.py"
 
 
 @pytest.fixture(scope="module")
 def bt():
-    spec = importlib.util.spec_from_file_location("baseline_torch", _PATH)
+    spec = importlib.util.spec_from_file_location("torch_ouroboros", _PATH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -97,7 +97,8 @@ def test_train_step_runs_and_updates(bt):
     torch.manual_seed(0)
     model = bt.Ouroboros(n_terms=3, n_layers=1, d_state=2, expand=2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batch = bt.synthetic_batch(2, 128)
+    x = 0.05 * torch.sin(torch.arange(128) * 0.3).repeat(2, 1)
+    batch = (x, 0.3 * 0.05 * torch.cos(torch.arange(128) * 0.3).repeat(2, 1), -0.09 * x, torch.tensor([True, False]))
     before = [p.detach().clone() for p in model.parameters()]
     loss = bt.train_step(model, opt, batch, H=32, tf_var=float(batch[2].var()))
     assert torch.isfinite(loss)

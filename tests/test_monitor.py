@@ -112,6 +112,16 @@ def write_run_info(run_dir, batches_per_epoch=10, seeds=(0,)):
                                       "cull_epoch": None})
 
 
+def seed_events(run_dir, steps: int) -> SummaryWriter:
+    """A run with seed 0's TensorBoard events: a spectral loss of 1 at each of `steps` steps."""
+    write_run_info(run_dir)
+    writer = SummaryWriter(str(run_dir / "seed0"))
+    for step in range(steps):
+        writer.add_scalar("Loss/spec", 1.0, step)
+    writer.flush()
+    return writer
+
+
 def test_dead_without_events_and_ctrl_c_ends_watch_cleanly(tmp_path):
     write_run_info(tmp_path / "run")
     # `python -m ouroboros_jax.monitor` with Ctrl-C handled as in a terminal, also when pytest runs
@@ -131,11 +141,7 @@ def test_dead_without_events_and_ctrl_c_ends_watch_cleanly(tmp_path):
 
 
 def test_dead_when_the_events_went_stale(tmp_path):
-    write_run_info(tmp_path)
-    writer = SummaryWriter(str(tmp_path / "seed0"))
-    for step in range(20):
-        writer.add_scalar("Loss/spec", 1.0, step)
-    writer.close()
+    seed_events(tmp_path, 20).close()
     assert poll(tmp_path, state_path=tmp_path / "state.json") is None  # fresh: nothing to report
     two_hours_ago = time.time() - 7200
     for path in (tmp_path / "seed0").iterdir():
@@ -146,11 +152,7 @@ def test_dead_when_the_events_went_stale(tmp_path):
 
 
 def test_nan_spike_from_the_events_file(tmp_path):
-    write_run_info(tmp_path)
-    writer = SummaryWriter(str(tmp_path / "seed0"))
-    for step in range(30):
-        writer.add_scalar("Loss/spec", 1.0, step)
-    writer.flush()
+    writer = seed_events(tmp_path, 30)
     assert poll(tmp_path) is None
     for step in range(30, 90):
         writer.add_scalar("Loss/spec", float("nan"), step)
