@@ -13,26 +13,28 @@ __version__ = "0.1.0"
 
 # module -> the names it exports here
 _EXPORTS = {
-    "ouroboros_jax.objective.curriculum": ("HORIZON_SCHEDULES", "distinct_horizons", "horizon_for_epoch", "warmup_weights"),
     "ouroboros_jax.data": (
         "ANNOTATION_FORMATS", "AnnotationSource", "Category", "DataConfig", "SamplerConfig", "TrainingData",
         "example_data_dir", "find_syllables", "load_training_data", "read_labelled_annotations",
     ),
-    "ouroboros_jax.ode.deer": ("DeerStats", "deer_rollout", "held_guess"),
-    "ouroboros_jax.objective.derivatives": ("first_derivative", "second_derivative"),
-    "ouroboros_jax.ode.dynamics": ("RolloutConfig", "initial_state", "rollout", "teacher_acceleration"),
     "ouroboros_jax.errors": ("InputError",),
-    "ouroboros_jax.scoring.evaluation": (
-        "Autonomy", "autonomous_outputs", "autonomy_score", "autonomy_summary", "correct", "generate", "rank_seeds",
+    "ouroboros_jax.model.lowpass": ("gaussian_lowpass",),
+    "ouroboros_jax.model.ouroboros": ("Drives", "ModelConfig", "Ouroboros"),
+    "ouroboros_jax.model.reference_params": ("load_reference_params",),
+    "ouroboros_jax.objective.curriculum": (
+        "HORIZON_SCHEDULES", "distinct_horizons", "horizon_for_epoch", "warmup_weights",
     ),
-    "ouroboros_jax.ode.integrators": ("Rollout", "integrate"),
+    "ouroboros_jax.objective.derivatives": ("first_derivative", "second_derivative"),
     "ouroboros_jax.objective.losses": (
         "LossWeights", "acceleration_anchor_loss", "envelope_l1_loss", "envelope_log_loss", "mrstft_loss",
         "stft_magnitude", "teacher_acceleration_variance",
     ),
-    "ouroboros_jax.model.lowpass": ("gaussian_lowpass",),
-    "ouroboros_jax.model.ouroboros": ("Drives", "ModelConfig", "Ouroboros"),
-    "ouroboros_jax.model.reference_params": ("load_reference_params",),
+    "ouroboros_jax.ode.deer": ("DeerStats", "deer_rollout", "held_guess"),
+    "ouroboros_jax.ode.dynamics": ("RolloutConfig", "initial_state", "rollout", "teacher_acceleration"),
+    "ouroboros_jax.ode.integrators": ("Rollout", "integrate"),
+    "ouroboros_jax.scoring.evaluation": (
+        "Autonomy", "autonomous_outputs", "autonomy_score", "autonomy_summary", "correct", "generate", "rank_seeds",
+    ),
     "ouroboros_jax.training.config": ("ObjectiveConfig", "RunConfig"),
     "ouroboros_jax.training.run_state": (
         "RunState", "cull", "init_run", "restore_run", "save_run", "select", "train_epoch",
