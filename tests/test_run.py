@@ -84,11 +84,11 @@ def interrupt_in_epoch(epoch, config, monkeypatch) -> list:
     """Runs `config` until a KeyboardInterrupt in `epoch`; returns the data each epoch was given."""
     original, calls = SeedProgram.run_epoch, []
 
-    def interrupted(self, states, progress, data, *args, **kwargs):
+    def interrupted(self, program, states, progress, data, *args, **kwargs):
         calls.append(data)
         if len(calls) == epoch:
             raise KeyboardInterrupt
-        return original(self, states, progress, data, *args, **kwargs)
+        return original(self, program, states, progress, data, *args, **kwargs)
 
     monkeypatch.setattr(SeedProgram, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
