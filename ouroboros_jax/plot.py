@@ -21,18 +21,12 @@ from ouroboros_jax.data import load_training_data
 from ouroboros_jax.derivatives import first_derivative
 from ouroboros_jax.errors import InputError, report_input_errors
 from ouroboros_jax.evaluation import correct, generate
-from ouroboros_jax.figures import (
-    DPI,
-    drives_figure,
-    epoch_means,
-    loss_panels_figure,
-    specgram_figure,
-)
+from ouroboros_jax.figures import DPI, drives_figure, loss_panels_figure, specgram_figure
 from ouroboros_jax.model.ouroboros import Drives
-from ouroboros_jax.training.events import read_scalars
+from ouroboros_jax.training.events import loss_curves
 from ouroboros_jax.training.logbook import console
 from ouroboros_jax.training.outputs import write_png
-from ouroboros_jax.training.run_dir import RUN_INFO, member_folder, read_run_info
+from ouroboros_jax.training.run_dir import RUN_INFO
 from ouroboros_jax.training.sweep import member_label
 from ouroboros_jax.training.trained import TrainedRun, load_run
 
@@ -104,27 +98,9 @@ def specgram(run_dir, seed: int | None = None, epoch: int | None = None, voc_idx
     return path
 
 
-def loss_curves(run_dir, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-epoch means of a seed's TensorBoard scalars (`figures.epoch_means`).
-
-    Epochs come from the `batches_per_epoch` the run recorded in run.json, never assumed.
-
-    Returns:
-      tag -> (epochs (E,), means (E,)).
-    """
-    run_dir = pathlib.Path(run_dir)
-    info = read_run_info(run_dir, "--run")
-    if seed not in info["seeds"]:
-        raise InputError(f"--seed={seed}: the run's seeds are {info['seeds']}")
-    folder = run_dir / member_folder(info, seed)
-    scalars = read_scalars(folder)
-    if not scalars:
-        raise InputError(f"--seed={seed}: {folder} holds no TensorBoard scalars; the run's seeds are {info['seeds']}")
-    return epoch_means(scalars, info["batches_per_epoch"])
-
-
 def losses(runs: Sequence[str], seed: int = 0, out="losses.png", dpi: int = DPI) -> pathlib.Path:
-    """Per-epoch loss panels of one or more runs, overlaid (`figures.loss_panels_figure`).
+    """Per-epoch loss panels of one or more runs, overlaid (`figures.loss_panels_figure`; each run's
+    curves from `events.loss_curves`).
 
     Args:
       runs: `label:run_dir` strings, one per run.
