@@ -32,7 +32,7 @@ h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } 
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
-table.members td:nth-child(2) { white-space: nowrap; }
+div.wide { overflow-x: auto; } table.members td:nth-child(-n+2) { white-space: nowrap; }
 .pass { background: #e3f4e1; } .fail { background: #fbe3e1; }
 .verdict { font-weight: bold; }
 img { max-width: 100%; height: auto; display: block; }
@@ -115,7 +115,7 @@ def table(columns, rows, cls: str = "") -> str:
     body = "".join("<tr>" + "".join(c if isinstance(c, Html) else f"<td>{html.escape(str(c))}</td>" for c in row)
                    + "</tr>" for row in rows)
     attributes = f' class="{cls}"' if cls else ""
-    return f"<table{attributes}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table{attributes}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def verdict_table(items: list[Item]) -> str:

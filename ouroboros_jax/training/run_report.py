@@ -279,7 +279,8 @@ def _members(run_dir: pathlib.Path, info: dict, manifest: dict) -> str:
                 "diverged": f"diverged: stopped at epoch {row['stopped_epoch']}"}.get(
             row["status"], "selected" if member == manifest["selected_seed"] else "finished, not selected")
         body.append([member_folder(info, member), fate, row["seed"], *(row[c] for c in swept),
-                     *(cell(row[c], key=c) for c in _MEMBER_SCORES), row["skipped_steps"], row["ckpt"]])
+                     *(cell(row[c], 1 if c.endswith(("_db", "_ms")) else 3, key=c) for c in _MEMBER_SCORES),
+                     row["skipped_steps"], row["ckpt"]])
     return ("<p>Validation scores (means over the validation vocalisations) at each member's last epoch; "
             "skipped steps: its non-finite training steps, each of which left it unchanged.</p>"
             + table(["member", "fate", "seed", *swept, *_MEMBER_SCORES.values(), "skipped steps", "checkpoint"],
