@@ -12,6 +12,7 @@ The bar (docs/results.md): the selected member's validation bounded_frac >= 0.9 
 last epoch in a shorter run), validation spec_corr >= 0.5 at the end, and the median cold-start
 raw test autonomy > 0. The listening items: the median lead-in level of the model on the test
 vocalisations at least 30 dB below its syllable level, and the median onset delay within 10 ms.
+Each run is judged by `ouroboros_jax.training.acceptance` (as its report.html judges it).
 """
 
 import argparse
@@ -23,41 +24,7 @@ import time
 
 import numpy as np
 
-from ouroboros_jax.training.events import read_scalars
-from ouroboros_jax.training.run_dir import member_folder
-
-BOUNDED_EPOCH, MIN_BOUNDED, MIN_SPEC_CORR = 10, 0.9, 0.5
-MAX_LEAD_IN_DB, MAX_ONSET_DELAY_MS = -30.0, 10.0
-
-
-def val_bounded_at(run_dir: pathlib.Path, info: dict, member: int, epoch: int) -> float:
-    """The member's validation bounded_frac after `epoch` epochs (its last, if it trained fewer)."""
-    steps, values = read_scalars(run_dir / member_folder(info, member))["Val/bounded_frac"]
-    at = min(epoch, len(values)) * info["batches_per_epoch"] - 1
-    return float(values[steps <= at][-1])
-
-
-def acceptance(run_dir: pathlib.Path) -> dict:
-    """The acceptance items of a finished run (its selected_model.json, run.json and TensorBoard logs)."""
-    manifest = json.loads((run_dir / "selected_model.json").read_text())
-    info = json.loads((run_dir / "run.json").read_text())
-    member, test, val = manifest["selected_seed"], manifest["selected_test_summary"], manifest["selected_val_summary"]
-    items = {
-        "selected": manifest["selected_member"]["name"],
-        "n_val_vocs": val["n_vocalisations"], "n_test_vocs": test["n_vocalisations"],
-        f"val_bounded_epoch{BOUNDED_EPOCH}": val_bounded_at(run_dir, info, member, BOUNDED_EPOCH),
-        "val_spec_corr": manifest["selected_val_breakdown"]["spec_corr"],
-        "val_autonomy": manifest["selected_val_autonomy"],
-        "test_autonomy_mean": test["mean"], "test_autonomy_median": test["median"],
-        "test_frac_positive": test["frac_positive"], "test_mean_ci90": test["mean_ci90"],
-        "test_lead_in_db": test["median_lead_in_db"], "test_onset_delay_ms": test["median_onset_delay_ms"],
-    }
-    items = {k: np.nan if v is None else v for k, v in items.items()}  # JSON keeps NaN as null
-    items["passes"] = bool(items[f"val_bounded_epoch{BOUNDED_EPOCH}"] >= MIN_BOUNDED
-                           and items["val_spec_corr"] >= MIN_SPEC_CORR and items["test_autonomy_median"] > 0)
-    items["listening_passes"] = bool(items["test_lead_in_db"] <= MAX_LEAD_IN_DB
-                                     and abs(items["test_onset_delay_ms"]) <= MAX_ONSET_DELAY_MS)
-    return items
+from ouroboros_jax.training.acceptance import acceptance
 
 
 def run_once(flagfile: str, seed: int, out_dir: pathlib.Path, overrides: list[str]) -> dict:

@@ -18,6 +18,7 @@ COMMANDS = {
     "plot": "figures of a run: specgram, losses, drives",
     "synthesize": "a trained run sings one syllable of any recording",
     "evaluate": "score a trained run on cold-start vocalisations of any recordings",
+    "report": "a finished run's report.html again: verdict, vocalisations to hear, members, curves",
     "segment": "write syllable annotations for every recording of a folder, from amplitude",
     "convert_annotations": "another tool's annotations as our <stem>.txt files",
     "convert": "a model trained with the PyTorch reference, as a run of ours",

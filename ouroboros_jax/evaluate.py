@@ -6,8 +6,10 @@
 Every syllable of the chosen types with a lead-in is scored on its own samples, as the run scores
 its test vocalisations (docs/method.md), by the run's selected member or every member of its
 newest checkpoint; for example another day of the same bird. Writes `scores.csv` (one row per
-member and vocalisation) and `summary.json` (each member's mean, median, fraction > 0, bootstrap
-interval and listening metrics) into --out_dir (ouroboros_jax/training/run_scores.py; docs/cli.md).
+member and vocalisation), `summary.json` (each member's mean, median, fraction > 0, bootstrap
+interval and listening metrics) and `report.html` (the page to look at and listen to them:
+the selected member's vocalisations, each member's verdict) into --out_dir
+(ouroboros_jax/training/run_scores.py, training/run_report.py; docs/cli.md).
 """
 
 import pathlib
@@ -17,6 +19,7 @@ from absl import flags, logging
 from ouroboros_jax import cli
 from ouroboros_jax.errors import report_input_errors
 from ouroboros_jax.training.outputs import make_output_dir, write_json, write_table
+from ouroboros_jax.training.run_report import write_evaluation_report
 from ouroboros_jax.training.run_scores import COLUMNS, MEMBERS, score_run
 
 FLAGS = cli.flag_set()
@@ -27,7 +30,7 @@ _SYLLABLES = flags.DEFINE_string("syllables", None, "Syllable types to score, co
                                  "--syllables.", flag_values=FLAGS)
 _MEMBERS = flags.DEFINE_enum("members", "selected", MEMBERS, "The run's selected member, or every member of its "
                              "newest checkpoint.", flag_values=FLAGS)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where scores.csv and summary.json go; default "
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where scores.csv, summary.json and report.html go; default "
                                "<run_dir>/evaluation_<data_dir's name, or test>.", flag_values=FLAGS)
 
 
@@ -42,13 +45,14 @@ def main(argv):
     write_table(out_dir / "scores.csv", COLUMNS, scores.rows())
     summary = scores.summary()
     write_json(out_dir / "summary.json", summary)
+    report = write_evaluation_report(out_dir, scores)
     print(f"{summary['n_vocalisations']} vocalisations from {summary['n_files']} files ({scores.source}):")
     for member, result in summary["members"].items():
         s = result["summary"]
         print(f"  {member}: autonomy mean {s['mean']:.3f} (90 % interval {s['mean_ci90'][0]:.3f} to "
               f"{s['mean_ci90'][1]:.3f}), median {s['median']:.3f}, > 0 on {s['frac_positive']:.0%}; lead-in "
               f"{s['median_lead_in_db']:.1f} dB, onset delay {s['median_onset_delay_ms']:.1f} ms (medians)")
-    print(f"wrote {out_dir / 'scores.csv'} and {out_dir / 'summary.json'}")
+    print(f"wrote {out_dir / 'scores.csv'}, {out_dir / 'summary.json'} and {report}")
 
 
 if __name__ == "__main__":

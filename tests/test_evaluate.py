@@ -77,6 +77,8 @@ def test_evaluate_on_other_recordings_scores_every_member(tiny_run, tmp_path):
         scores = [float(r["score"]) for r in table if r["member"] == member]
         np.testing.assert_allclose(result_["summary"]["mean"], np.mean(scores), rtol=1e-12)
     assert f"wrote {out / 'scores.csv'}" in result.stdout
+    page = (out / "report.html").read_text()  # every vocalisation scored, each member's verdict (tests/test_report.py)
+    assert page.count('<section class="vocalisation"') == 68 and page.count('<tr class="item ') == 2 * 3
 
 
 def test_evaluate_refuses_what_it_cannot_score(tiny_run, tmp_path):

@@ -22,7 +22,7 @@ REPO = pathlib.Path(__file__).parent.parent
 PROCESS_FLAGS = {"compilation_cache_dir", "coordinator_address", "num_processes", "process_id"}
 GROUP_SECTIONS = {"data": "Data", "sampler": "Sampler", "model": "Model", "objective": "Objective",
                   "rollout": "Rollout"}
-CLIS = ("train", "segment", "synthesize", "evaluate", "plot", "monitor", "convert", "convert_annotations")
+CLIS = ("train", "segment", "synthesize", "evaluate", "report", "plot", "monitor", "convert", "convert_annotations")
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,8 @@ class TrainingData:
       files: the file-level split.
       val_vocalisations: the cold-start `Vocalisations` of the validation files.
       test_vocalisations: the same for the test files.
+      syllable_counts: role ("train", "val", "test") -> how many syllables of each label its files
+        hold, every label (`syllable_labels.label_counts`).
     """
 
     x: np.ndarray
@@ -114,6 +116,7 @@ class TrainingData:
     files: FileSplit
     val_vocalisations: Vocalisations
     test_vocalisations: Vocalisations
+    syllable_counts: dict = dataclasses.field(default_factory=dict)
 
 
 def segment_derivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +232,8 @@ def load_training_data(config: DataConfig, sampler: SamplerConfig, seed: int) ->
         files=split,
         val_vocalisations=held_out.vocalisations(val, config.n_val_vocs),
         test_vocalisations=held_out.vocalisations(test, config.n_test_vocs),
+        syllable_counts={role: label_counts(by_path[p].labels for p in getattr(split, role))
+                         for role in ("train", "val", "test")},
     )
 
 

@@ -291,9 +291,24 @@ def generate(model: Ouroboros, audio: np.ndarray, rollout_config: RolloutConfig,
     audio = np.asarray(audio, dtype=np.float32)
     batch = np.atleast_2d(audio)
     raw = autonomous_outputs_jit(model, batch, first_derivative(batch).astype(np.float32), rollout_config)
+    return deployed(raw, batch, rescale, ref_rms).reshape(audio.shape)
+
+
+def deployed(raw: np.ndarray, audio: np.ndarray, rescale: bool = True, ref_rms: float | None = None) -> np.ndarray:
+    """The host half of `generate`: raw autonomous outputs as deployed (detrended, and rescaled if
+    `rescale`), for outputs integrated elsewhere (a run's scored ones).
+
+    Args:
+      raw: (V, n) raw autonomous outputs.
+      audio: (V, n) their vocalisations.
+      rescale, ref_rms: as in `generate`.
+
+    Returns:
+      (V, n) float64: a non-finite row raw, a collapsed one detrended but not scaled.
+    """
     raw = np.asarray(raw, dtype=np.float64)
     generated = np.empty_like(raw)
-    for i, (vocalisation, output) in enumerate(zip(batch, raw)):
+    for i, (vocalisation, output) in enumerate(zip(audio, raw)):
         if not np.all(np.isfinite(output)):
             generated[i] = output
             continue
@@ -303,7 +318,7 @@ def generate(model: Ouroboros, audio: np.ndarray, rollout_config: RolloutConfig,
             rms = np.std(correct(vocalisation)) if ref_rms is None else ref_rms
             scale = rms / (np.std(output) + _STD_EPS)
         generated[i] = output * scale
-    return generated.reshape(audio.shape)
+    return generated
 
 
 def rank_seeds(val_autonomy: np.ndarray, val_bounded_frac: np.ndarray,

@@ -5,6 +5,7 @@ run load what they need, call these, and save or log the result.
 
 - `specgram_figure`: a vocalisation and the model's autonomous output on it, waveform and
   spectrogram, on shared axes and a shared colour range.
+- `spectrogram_pair_figure`: the same two spectrograms side by side, small (the run report's).
 - `loss_panels_figure`: per-epoch loss panels of one or more runs, overlaid.
 - `drives_figure`: the drives (omega in Hz, gamma, the largest kernel weights) over time, under
   the vocalisation's spectrogram.
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 from ouroboros_jax.model.ouroboros import Drives
 
 SPECGRAM_SIZE = (10.0, 6.0)
+SPECTROGRAM_PAIR_SIZE = (9.0, 2.6)
 LOSS_PANELS_SIZE = (8.0, 13.0)
 DRIVES_SIZE = (9.0, 8.0)
 SYLLABLE_PANEL_SIZE = (1.5, 1.2)
@@ -51,12 +53,16 @@ LOSS_PANELS = (  # (TensorBoard tag, panel title, log y)
     ("Train/H", "rollout horizon H (samples)", False),
     ("Train/lam_spec_t", "lam_spec_t (spec weight)", False),
 )
+VALIDATION_PANELS = (  # logged once per epoch (docs/cli.md, "TensorBoard")
+    ("Val/autonomy", "validation autonomy (mean over the vocalisations)", False),
+    ("Val/bounded_frac", "validation bounded_frac", False),
+)
 
 _MAGNITUDE_FLOOR = 1e-12  # keeps log10 finite on exact silence
 
 
-def _figure(size: tuple[float, float]) -> Figure:
-    figure = Figure(figsize=size, layout="constrained")
+def _figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
+    figure = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
@@ -91,15 +97,24 @@ def log_spectrogram(signal: np.ndarray, sample_rate: float, n_fft: int = 512, ho
     return times * 1000.0, freqs[keep], np.log10(np.maximum(np.abs(stft[keep]), _MAGNITUDE_FLOOR))
 
 
-def _draw_spectrogram(ax, times, freqs, log_magnitude, vmin, vmax):
-    """imshow of a `log_spectrogram` with pixel edges halfway between window centres."""
+def _draw_spectrogram(ax, times, freqs, log_magnitude, vmin, vmax, interpolation: str = "antialiased"):
+    """imshow of a `log_spectrogram` with pixel edges halfway between window centres ("nearest"
+    `interpolation`: one flat block per STFT bin, which also halves a PNG's size)."""
     dt = times[1] - times[0] if len(times) > 1 else 1.0
     df = freqs[1] - freqs[0]
     extent = (times[0] - dt / 2, times[-1] + dt / 2, freqs[0] - df / 2, freqs[-1] + df / 2)
     image = ax.imshow(log_magnitude, origin="lower", aspect="auto", extent=extent, vmin=vmin, vmax=vmax,
-                      cmap="magma")
+                      cmap="magma", interpolation=interpolation)
     ax.set_ylabel("frequency (Hz)")
     return image
+
+
+def shared_colour_range(spectrograms) -> tuple[float, float]:
+    """(vmin, vmax) of `log_spectrogram`s drawn to compare: the range of their finite levels, capped
+    at `DYNAMIC_RANGE_DECADES` below the peak (at least one must have a finite level)."""
+    levels = np.concatenate([s[2][np.isfinite(s[2])] for s in spectrograms])
+    vmax = levels.max()
+    return max(levels.min(), vmax - DYNAMIC_RANGE_DECADES), vmax
 
 
 def specgram_figure(target: np.ndarray, output: np.ndarray, sample_rate: float, n_fft: int = 512, hop: int = 128,
@@ -124,9 +139,7 @@ def specgram_figure(target: np.ndarray, output: np.ndarray, sample_rate: float, 
     figure = _figure(SPECGRAM_SIZE)
     (ax_tw, ax_ts), (ax_ow, ax_os) = figure.subplots(2, 2, sharex=True)
     spectrograms = [log_spectrogram(s, sample_rate, n_fft, hop, fmax) for s in (target, output)]
-    levels = np.concatenate([s[2][np.isfinite(s[2])] for s in spectrograms])
-    vmax = levels.max()
-    vmin = max(levels.min(), vmax - DYNAMIC_RANGE_DECADES)
+    vmin, vmax = shared_colour_range(spectrograms)
     for name, signal, ax_w, ax_s, spectrogram in (("target", target, ax_tw, ax_ts, spectrograms[0]),
                                                    ("autonomous output", output, ax_ow, ax_os, spectrograms[1])):
         ax_w.plot(_milliseconds(len(signal), sample_rate), signal, lw=0.4, color="k")
@@ -142,6 +155,38 @@ def specgram_figure(target: np.ndarray, output: np.ndarray, sample_rate: float, 
     figure.colorbar(image, ax=[ax_ts, ax_os], label="log10 magnitude")
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def spectrogram_pair_figure(target: np.ndarray, output: np.ndarray, sample_rate: float,
+                            names: tuple[str, str] = ("target", "model"), n_fft: int = 512, hop: int = 128,
+                            fmax: float = 8000.0) -> Figure:
+    """Two spectrograms side by side on ONE colour range (`shared_colour_range`), so that their
+    levels compare: a quiet model is dark where the song is bright.
+
+    Args:
+      target: (n,) the vocalisation as scored (detrended with `evaluation.correct`); finite.
+      output: (m,) the model's output on it, detrended too; may be non-finite (drawn blank).
+      sample_rate: Hz.
+      names: the two panels' titles.
+      n_fft, hop, fmax: as in `specgram_figure`.
+
+    Returns:
+      The figure: axes [target, output, colour bar], sharing time and frequency.
+    """
+    # A fixed layout: a report draws one per vocalisation, and constrained layout would double the cost.
+    figure = _figure(SPECTROGRAM_PAIR_SIZE, layout=None)
+    axes = figure.subplots(1, 2, sharex=True, sharey=True,
+                           gridspec_kw=dict(left=0.075, right=0.88, bottom=0.17, top=0.89, wspace=0.06))
+    spectrograms = [log_spectrogram(s, sample_rate, n_fft, hop, fmax) for s in (target, output)]
+    vmin, vmax = shared_colour_range(spectrograms)
+    for ax, name, spectrogram in zip(axes, names, spectrograms):
+        image = _draw_spectrogram(ax, *spectrogram, vmin, vmax, interpolation="nearest")
+        ax.set_title(name, fontsize="medium", loc="left")
+        ax.set_xlabel("time (ms)")
+    axes[1].set_ylabel("")
+    axes[0].set_xlim(0.0, max(len(target), len(output)) / sample_rate * 1000.0)
+    figure.colorbar(image, cax=figure.add_axes((0.895, 0.17, 0.012, 0.72)), label="log10 magnitude")
     return figure
 
 
@@ -186,8 +231,9 @@ def warmup_end(epochs: np.ndarray, lam_spec_t: np.ndarray) -> int | None:
     return int(epochs[np.argmax(lam_spec_t >= WARMUP_REACHED * peak)])
 
 
-def loss_panels_figure(runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> Figure:
-    """Per-epoch loss panels of several runs, overlaid (`LOSS_PANELS`, top to bottom).
+def loss_panels_figure(runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+                       panels: Sequence[tuple[str, str, bool]] = LOSS_PANELS) -> Figure:
+    """Per-epoch loss panels of several runs (or members of one run), overlaid (`panels`, top to bottom).
 
     Each run has one colour; a faint dashed vertical line of that colour marks the epoch where
     its spec warm-up ends (`warmup_end`). A tag a run did not log (Loss/env with --lam_env=0) is
@@ -195,13 +241,15 @@ def loss_panels_figure(runs: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndar
 
     Args:
       runs: label -> the run's `epoch_means` (tag -> (epochs, means)).
+      panels: (TensorBoard tag, title, log y) per panel; `LOSS_PANELS`, or with `VALIDATION_PANELS`.
 
     Returns:
-      The figure, one axes per entry of `LOSS_PANELS`, sharing the epoch axis.
+      The figure, one axes per panel, sharing the epoch axis; as tall per panel as `LOSS_PANELS_SIZE`.
     """
-    figure = _figure(LOSS_PANELS_SIZE)
-    axes = figure.subplots(len(LOSS_PANELS), 1, sharex=True)
-    for (tag, name, log_y), ax in zip(LOSS_PANELS, axes):
+    width, height = LOSS_PANELS_SIZE
+    figure = _figure((width, height * len(panels) / len(LOSS_PANELS)))
+    axes = figure.subplots(len(panels), 1, sharex=True)
+    for (tag, name, log_y), ax in zip(panels, axes):
         for colour, (label, curves) in enumerate(runs.items()):
             if tag in curves:
                 ax.plot(*curves[tag], marker=".", lw=1.2, color=f"C{colour}", label=label)

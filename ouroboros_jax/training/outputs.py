@@ -1,4 +1,4 @@
-"""Output files: `seed_cv.csv`, `selected_model.json`, other CSV tables, WAVs and PNG figures.
+"""Output files: `seed_cv.csv`, `selected_model.json`, other CSV tables, WAVs, PNG figures and HTML pages.
 
 Each file is written to a temporary name and renamed, so a crash never leaves a partial file
 over a good one; a write that fails (a full disk) raises `WriteError` and leaves no temporary
@@ -125,16 +125,40 @@ def write_wav(path: pathlib.Path, audio: np.ndarray, sample_rate: int, peak_norm
     peak = np.abs(audio).max()
     if not peak_normalise and peak > 1.0:
         logging.warning("%s: the peak %.2f is above full scale; scaled down to a peak of %.2f", path, peak, WAV_PEAK)
-    gain = WAV_PEAK / peak if peak_normalise or peak > 1.0 else 1.0
+    _write_atomic(path, wav_bytes(audio, sample_rate, peak_normalise))
+    return True
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int, peak_normalise: bool = True) -> bytes:
+    """A WAV file's bytes: int16 PCM, mono, `sample_rate` Hz.
+
+    Args:
+      audio: (n,) finite float samples, full scale 1.0.
+      sample_rate: Hz.
+      peak_normalise: scale the peak to `WAV_PEAK`; otherwise keep the level, scaling a signal whose
+        peak would clip down to `WAV_PEAK` (silence stays silence).
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    peak = np.abs(audio).max() if audio.size else 0.0
+    gain = WAV_PEAK / peak if peak > 0 and (peak_normalise or peak > 1.0) else 1.0
     pcm = np.round(audio * gain * 32767).astype(np.int16)
     buffer = io.BytesIO()
     sf.write(buffer, pcm, sample_rate, subtype="PCM_16", format="WAV")
-    _write_atomic(path, buffer.getvalue())
-    return True
+    return buffer.getvalue()
+
+
+def png_bytes(figure, dpi: int) -> bytes:
+    """A matplotlib `Figure` as the bytes of a PNG of (height * dpi, width * dpi) pixels."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def write_png(path: pathlib.Path, figure, dpi: int) -> None:
     """Saves a matplotlib `Figure` as a PNG of (height * dpi, width * dpi) pixels."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    _write_atomic(pathlib.Path(path), buffer.getvalue())
+    _write_atomic(pathlib.Path(path), png_bytes(figure, dpi))
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """A UTF-8 text file (an HTML page), written atomically like the others."""
+    _write_atomic(pathlib.Path(path), text.encode())

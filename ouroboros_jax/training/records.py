@@ -129,7 +129,8 @@ def vocalisation_rows(vocalisations, score, sample_rate: float) -> list[tuple]:
     return rows
 
 
-def _versions() -> dict:
+def versions() -> dict:
+    """The versions of ours and the libraries that decide the numbers (for the manifest and reports)."""
     import ouroboros_jax
 
     return {"ouroboros_jax": ouroboros_jax.__version__, "jax": jax.__version__, "flax": flax.__version__,
@@ -156,7 +157,7 @@ def manifest_fields(config, kernels: dict, data, skips: dict, device: dict) -> d
         "n_train_files": len(data.files.train), "n_val_files": len(data.files.val),
         "n_test_files": len(data.files.test),
         "n_train_segments": len(data.x), "n_members": config.n_members,
-        "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": _versions(),
+        "skipped_steps": {str(k): int(v) for k, v in sorted(skips.items())}, "versions": versions(),
         "device": device, "command": sys.argv,
     }
 

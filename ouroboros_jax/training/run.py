@@ -61,6 +61,7 @@ from ouroboros_jax.training.run_dir import (
     checkpoints_dir,
     remove_if_unused,
 )
+from ouroboros_jax.training.run_report import write_run_report
 from ouroboros_jax.training.run_state import (
     RunState,
     cull,
@@ -259,7 +260,7 @@ def _uncacheable(kernels: dict) -> str:
 
 
 def _finish(job: Job, programs: ProgramLedger, state: RunState) -> dict:
-    """Selection, test score, seed_cv.csv, manifest, WAV and figure."""
+    """Selection, test score, seed_cv.csv, manifest, WAV, figure and report.html."""
     config, out_dir, runtime = job.config, job.out_dir, job.setup.runtime
     val_outputs, scores = job.validation(state)
     runtime.write(write_seed_cv, out_dir / SEED_CV, final_rows(config, state, scores))
@@ -279,13 +280,15 @@ def _finish(job: Job, programs: ProgramLedger, state: RunState) -> dict:
                         "skipped_steps in %s", member, state.records.skips[member], out_dir / SEED_CV)
     runtime.write(write_table, out_dir / VAL_SCORES, VOCALISATION_COLUMNS,
                   vocalisation_rows(job.data.val_vocalisations, scores[best], job.sample_rate))
-    fields, first_output = _test(job, select_seeds(state.fetched(job.setup, state.states), [best]))
+    fields, test_outputs = _test(job, select_seeds(state.fetched(job.setup, state.states), [best]))
     manifest.update(fields)
     selected = member_label(config, member)
+    first = job.data.test_vocalisations.window(0)
     runtime.write(lambda: write_png(out_dir / SPECGRAM, specgram_figure(
-        correct(job.data.test_vocalisations.window(0)), correct(first_output), job.sample_rate,
+        correct(first), correct(test_outputs[0, : len(first)]), job.sample_rate,
         title=f"selected {selected}, epoch {state.epoch}: first test vocalisation"), DPI))
     runtime.write(write_json, out_dir / MANIFEST, manifest)
+    runtime.write(_report, job, val_outputs[best], test_outputs)
     test = manifest["selected_test_summary"]
     console("selected %s: val autonomy %.3f; test autonomy mean %.3f, median %.3f, > 0 on %d of %d "
             "vocalisations; outputs in %s", selected, scores[best].score, test["mean"], test["median"],
@@ -293,9 +296,23 @@ def _finish(job: Job, programs: ProgramLedger, state: RunState) -> dict:
     return manifest
 
 
+def _report(job: Job, val_outputs: np.ndarray, test_outputs: np.ndarray) -> None:
+    """report.html, from the selected member's raw outputs (V, L) on the validation and test
+    vocalisations. The run's results are written by now: a page that fails is a warning (with the
+    command that makes it again), never a failed run."""
+    t0 = time.perf_counter()
+    try:
+        path = write_run_report(job.out_dir, job.data, val_outputs, test_outputs)
+    except Exception as e:  # noqa: BLE001 - the run's own outputs stand; the report can be remade
+        logging.warning("the run report was not written (%s: %s); make it with python -m ouroboros_jax.report "
+                        "--run_dir=%s", type(e).__name__, e, job.out_dir)
+        return
+    logging.info("wrote %s in %.1f s", path, time.perf_counter() - t0)
+
+
 def _test(job: Job, best_state) -> tuple[dict, np.ndarray]:
     """The selected member's (its host state, a stack of one) test scores, test_scores.csv and WAV:
-    the manifest's fields, and its raw output on the first test vocalisation."""
+    the manifest's fields, and its raw outputs (V, L) on the test vocalisations."""
     runtime, program, tests = job.setup.runtime, job.setup.program, job.data.test_vocalisations
     # The selected model is evaluated by every process on its devices, padded to a stack; its first member.
     on_devices = runtime.shard(pad_members(best_state, runtime.n_stacked(1)))
@@ -311,4 +328,4 @@ def _test(job: Job, best_state) -> tuple[dict, np.ndarray]:
             "selected_test_summary": autonomy_summary(raw),
             "rescaled_test_autonomy": rescaled.score, "rescaled_test_breakdown": rescaled.breakdown,
             "wav_written": runtime.write(write_wav, job.out_dir / WAV, wav, int(round(job.sample_rate)))
-            }, outputs[0, 0, : tests.lengths[0]]
+            }, outputs[0]

@@ -14,6 +14,7 @@ from ouroboros_jax.errors import InputError
 RUN_INFO, MANIFEST, SEED_CV = "run.json", "selected_model.json", "seed_cv.csv"
 WAV, SPECGRAM = "selected_autonomous_recon.wav", "selected_specgram.png"
 VAL_SCORES, TEST_SCORES = "val_scores.csv", "test_scores.csv"
+REPORT = "report.html"
 CHECKPOINTS = "checkpoints"
 LOCK_FILE, LIBRARIES_LOG = "run.lock", "libraries.log"
 

@@ -33,13 +33,15 @@ _ALL = 10**9  # no cap on the vocalisations scored
 
 @dataclasses.dataclass(frozen=True)
 class RunScores:
-    """What `score_run` found: the vocalisations and each scored member's `Autonomy` on them."""
+    """What `score_run` found: the vocalisations, each scored member's `Autonomy` on them and its raw
+    autonomous outputs (V, L) (`Vocalisations.integrate`), by the member's name."""
 
     run: TrainedRun
     source: str
     syllables: tuple[str, ...]
     vocalisations: Vocalisations
     scores: dict
+    outputs: dict
 
     def rows(self) -> list[tuple]:
         """scores.csv: ("member", *VOCALISATION_COLUMNS) per member and vocalisation."""
@@ -100,9 +102,17 @@ def score_run(run_dir, data_dir: str | None = None, syllables: str | None = None
                          f"{data.min_lead_in_ms:g} ms); choose other --syllables or recordings")
     chosen = [run.selected_seed] if members == "selected" else list(run.seed_ids)
     scores: dict[str, Autonomy] = {}
+    outputs: dict[str, np.ndarray] = {}
     for member in chosen:
-        model = run.model(member)
-        outputs = vocs.integrate(lambda audio: autonomous_outputs_jit(
-            model, audio, first_derivative(audio).astype(np.float32), run.setup.rollout))
-        (scores[member_name(run.config, member)],) = score_members(vocs, outputs[None], run.sample_rate)
-    return RunScores(run, source, types, vocs, scores)
+        name = member_name(run.config, member)
+        outputs[name] = member_outputs(run, member, vocs)
+        (scores[name],) = score_members(vocs, outputs[name][None], run.sample_rate)
+    return RunScores(run, source, types, vocs, scores, outputs)
+
+
+def member_outputs(run: TrainedRun, member: int, vocalisations: Vocalisations) -> np.ndarray:
+    """(V, L) the member's raw autonomous outputs on the vocalisations, integrated from each one's
+    first sample as the run integrates them (`Vocalisations.integrate`)."""
+    model = run.model(member)
+    return vocalisations.integrate(lambda audio: autonomous_outputs_jit(
+        model, audio, first_derivative(audio).astype(np.float32), run.setup.rollout))
