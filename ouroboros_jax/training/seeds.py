@@ -141,13 +141,14 @@ def _seed_epoch(state: TrainState, progress: SeedProgress, weights: LossWeights,
 
 @dataclasses.dataclass(frozen=True)
 class SeedProgram:
-    """Compiles and runs the epoch and evaluation programs for all seeds (it keeps no program: the
-    run's `programs.ProgramLedger` does).
+    """Compiles and runs the epoch and evaluation programs for all seeds. It keeps no epoch program
+    (the run's `programs.ProgramLedger` does); the evaluation program is one `jax.jit` function,
+    compiled by JAX when first called.
 
     One epoch program per distinct `StepConfig`, stack and data shape. With a traced horizon
     (`run_epoch(..., horizon=H)`), one `StepConfig` serves every horizon up to its own that keeps
-    the same STFT configs (`ouroboros_jax.objective.losses`), so a curriculum needs a handful of programs
-    rather than one per horizon.
+    the same STFT configs (`objective.losses`), so a curriculum needs a handful of programs rather
+    than one per horizon.
     With a `mesh` (`runtime.Runtime.mesh`) every device runs its own shard of the stack
     (`shard_map`; the caller shards it, `runtime.Runtime.shard`): left to itself XLA's partitioner
     gathers the whole seed axis onto every device for the FFTs of the loss. With `seed_chunk` the
