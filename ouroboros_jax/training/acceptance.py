@@ -59,8 +59,9 @@ def val_bounded_at(run_dir: pathlib.Path, info: dict, member: int, epoch: int) -
     return float(values[steps <= at][-1])
 
 
-def test_items(summary: dict) -> list[Item]:
-    """The items judged on test vocalisations, from their `evaluation.autonomy_summary`."""
+def held_out_items(summary: dict) -> list[Item]:
+    """The items judged on the held-out (test) vocalisations, from their `evaluation.autonomy_summary`
+    (not named test_*: pytest would collect it wherever it is imported)."""
     median, lead_in, onset = (_number(summary[k]) for k in ("median", "median_lead_in_db", "median_onset_delay_ms"))
     n = summary["n_vocalisations"]
     return [
@@ -75,7 +76,7 @@ def test_items(summary: dict) -> list[Item]:
 
 def run_items(run_dir: pathlib.Path, info: dict, manifest: dict) -> list[Item]:
     """Every item of a finished run (its run.json `info` and selected_model.json `manifest`), in the
-    order of the bar: the two validation items, then `test_items`."""
+    order of the bar: the two validation items, then `held_out_items`."""
     bounded = val_bounded_at(run_dir, info, manifest["selected_seed"], BOUNDED_EPOCH)
     spec_corr = _number(manifest["selected_val_breakdown"]["spec_corr"])
     last = min(BOUNDED_EPOCH, info["n_epochs"])
@@ -84,7 +85,7 @@ def run_items(run_dir: pathlib.Path, info: dict, manifest: dict) -> list[Item]:
              f">= {MIN_BOUNDED:g}", bool(bounded >= MIN_BOUNDED)),
         Item("val_spec_corr", "validation spec_corr at the end", spec_corr, f">= {MIN_SPEC_CORR:g}",
              bool(spec_corr >= MIN_SPEC_CORR)),
-        *test_items(manifest["selected_test_summary"]),
+        *held_out_items(manifest["selected_test_summary"]),
     ]
 
 

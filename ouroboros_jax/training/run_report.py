@@ -26,7 +26,7 @@ from ouroboros_jax import settings
 from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.data.syllable_labels import describe_counts
 from ouroboros_jax.errors import InputError
-from ouroboros_jax.training.acceptance import passes, run_items, test_items
+from ouroboros_jax.training.acceptance import held_out_items, passes, run_items
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.figures import LOSS_PANELS, VALIDATION_PANELS, loss_panels_figure
 from ouroboros_jax.training.outputs import SEED_CV_COLUMNS, write_text
@@ -208,7 +208,7 @@ def write_evaluation_report(out_dir, scores: RunScores) -> pathlib.Path:
              f"({html.escape(scores.source)}), syllable types {html.escape(summary['syllables'] or 'all')}. "
              f"{_written()}</p>")
     verdicts = [f"<h3>{html.escape(name)}</h3>"
-                f"{_verdict(test_items(result['summary']), result['summary'], 'Test autonomy item')}"
+                f"{_verdict(held_out_items(result['summary']), result['summary'], 'Test autonomy item')}"
                 for name, result in summary["members"].items()]
     note = ("<p>The validation items of the bar (bounded_frac by epoch 10, spec_corr at the end) are the "
             "run's own: see its report.html.</p>")
