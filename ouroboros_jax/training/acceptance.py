@@ -43,9 +43,11 @@ class Item(NamedTuple):
     listening: bool = False
 
 
-def _number(value) -> float:
-    """A recorded number; JSON keeps NaN as null."""
-    return math.nan if value is None else float(value)
+def number(value) -> float:
+    """A recorded value as a float: NaN for an empty or null one (a CSV cell; JSON keeps NaN as null)."""
+    if value is None or value == "":
+        return math.nan
+    return float(value)
 
 
 def val_bounded_at(run_dir: pathlib.Path, info: dict, member: int, epoch: int) -> float:
@@ -62,7 +64,7 @@ def val_bounded_at(run_dir: pathlib.Path, info: dict, member: int, epoch: int) -
 def held_out_items(summary: dict) -> list[Item]:
     """The items judged on the held-out (test) vocalisations, from their `evaluation.autonomy_summary`
     (not named test_*: pytest would collect it wherever it is imported)."""
-    median, lead_in, onset = (_number(summary[k]) for k in ("median", "median_lead_in_db", "median_onset_delay_ms"))
+    median, lead_in, onset = (number(summary[k]) for k in ("median", "median_lead_in_db", "median_onset_delay_ms"))
     n = summary["n_vocalisations"]
     return [
         Item("test_autonomy_median", f"cold-start raw test autonomy, median over {n} vocalisations", median, "> 0",
@@ -78,7 +80,7 @@ def run_items(run_dir: pathlib.Path, info: dict, manifest: dict) -> list[Item]:
     """Every item of a finished run (its run.json `info` and selected_model.json `manifest`), in the
     order of the bar: the two validation items, then `held_out_items`."""
     bounded = val_bounded_at(run_dir, info, manifest["selected_seed"], BOUNDED_EPOCH)
-    spec_corr = _number(manifest["selected_val_breakdown"]["spec_corr"])
+    spec_corr = number(manifest["selected_val_breakdown"]["spec_corr"])
     last = min(BOUNDED_EPOCH, info["n_epochs"])
     return [
         Item(f"val_bounded_epoch{BOUNDED_EPOCH}", f"validation bounded_frac at epoch {last}", bounded,

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ouroboros_jax.scoring.evaluation import correct, deployed
-from ouroboros_jax.training.acceptance import MAX_LEAD_IN_DB, MAX_ONSET_DELAY_MS, Item
+from ouroboros_jax.training.acceptance import MAX_LEAD_IN_DB, MAX_ONSET_DELAY_MS, Item, number
 from ouroboros_jax.training.figures import spectrogram_pair_figure
 from ouroboros_jax.training.outputs import WAV_PEAK, png_bytes, wav_bytes
 
@@ -48,13 +48,6 @@ SCORE_COLUMNS = (  # (column of VOCALISATION_COLUMNS, heading, digits)
     ("pitch_pen", "pitch_pen", 3), ("lead_in_db", "model lead-in (dB)", 1),
     ("target_lead_in_db", "target lead-in (dB)", 1), ("onset_delay_ms", "onset delay (ms)", 1),
 )
-
-
-def number(value) -> float:
-    """A recorded value as a float: NaN for an empty or null one (a CSV cell, a JSON null)."""
-    if value is None or value == "":
-        return math.nan
-    return float(value)
 
 
 def formatted(value, digits: int | None = 3) -> str:

@@ -23,6 +23,18 @@ def checkpoints_dir(run_dir) -> pathlib.Path:
     return pathlib.Path(run_dir) / CHECKPOINTS
 
 
+def read_json_object(path: pathlib.Path) -> dict | None:
+    """The JSON object in the file `path` (run.json, selected_model.json, ...); None where it cannot
+    be read as one (damaged). Raises FileNotFoundError when there is no such file."""
+    try:
+        value = json.loads(pathlib.Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def read_run_info(run_dir, flag: str = "--run_dir") -> dict:
     """The content of `run_dir`/run.json.
 
@@ -32,11 +44,8 @@ def read_run_info(run_dir, flag: str = "--run_dir") -> dict:
     path = pathlib.Path(run_dir) / RUN_INFO
     if not path.is_file():
         raise InputError(f"{flag}={run_dir}: no {RUN_INFO}; pass the --out_dir of a training run")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        info = e
-    if not isinstance(info, dict) or not {"config", "seeds", "sample_rate", "n_epochs"} <= info.keys():
+    info = read_json_object(path)
+    if info is None or not {"config", "seeds", "sample_rate", "n_epochs"} <= info.keys():
         raise InputError(f"{flag}={run_dir}: {path} is damaged (not the run.json a run writes); it cannot be read "
                          "as a run")
     return info

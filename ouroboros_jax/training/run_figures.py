@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 from flax import nnx
 
-from ouroboros_jax.data import load_training_data
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import Drives
 from ouroboros_jax.objective.derivatives import first_derivative
@@ -27,7 +26,7 @@ from ouroboros_jax.training.figures import (
 )
 from ouroboros_jax.training.logbook import console
 from ouroboros_jax.training.outputs import write_png
-from ouroboros_jax.training.run_dir import RUN_INFO, member_folder, read_run_info
+from ouroboros_jax.training.run_dir import member_folder, read_run_info
 from ouroboros_jax.training.sweep import member_label
 from ouroboros_jax.training.trained import TrainedRun, load_run
 
@@ -46,10 +45,7 @@ def _save(figure, out, dpi: int) -> pathlib.Path:
 
 def _validation_vocalisation(run: TrainedRun, voc_idx: int) -> np.ndarray:
     """Validation vocalisation `voc_idx` of the run, rebuilt from its recorded data settings. Returns (n,)."""
-    try:
-        vocalisations = load_training_data(run.config.data, run.config.sampler, run.config.seed).val_vocalisations
-    except InputError as e:
-        raise InputError(f"{e} (the data of the run {run.run_dir}, as recorded in its {RUN_INFO})") from e
+    vocalisations = run.data().val_vocalisations
     if not 0 <= voc_idx < len(vocalisations):
         raise InputError(f"--voc_idx={voc_idx}: the run has {len(vocalisations)} validation vocalisations; "
                          f"choose 0 to {len(vocalisations) - 1}")

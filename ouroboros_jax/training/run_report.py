@@ -16,14 +16,13 @@ import collections
 import csv
 import datetime
 import html
-import json
 import pathlib
 
 import jax
 import numpy as np
 
 from ouroboros_jax import settings
-from ouroboros_jax.data import TrainingData, load_training_data
+from ouroboros_jax.data import TrainingData
 from ouroboros_jax.data.syllable_labels import describe_counts
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.training.acceptance import held_out_items, passes, run_items
@@ -45,11 +44,11 @@ from ouroboros_jax.training.report_page import (
 from ouroboros_jax.training.run_dir import (
     MANIFEST,
     REPORT,
-    RUN_INFO,
     SEED_CV,
     TEST_SCORES,
     VAL_SCORES,
     member_folder,
+    read_json_object,
     read_run_info,
 )
 from ouroboros_jax.training.run_figures import loss_curves
@@ -92,13 +91,8 @@ def finished_run(run_dir) -> tuple[dict, dict]:
 
 def json_object(path: pathlib.Path) -> dict:
     """A JSON object file a run wrote. Raises FileNotFoundError, or InputError if it is damaged."""
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError):
-        value = None
-    if not isinstance(value, dict):
+    value = read_json_object(path)
+    if value is None:
         raise InputError(f"{path} is damaged (not the file a run writes); re-run the run's train command to write it")
     return value
 
@@ -177,10 +171,7 @@ def remake_run_report(run_dir, out=None) -> pathlib.Path:
     if f"checkpoints/{run.epoch}" != manifest["selected_checkpoint"]:
         raise InputError(f"--run_dir={run_dir}: the newest checkpoint is checkpoints/{run.epoch}, not the "
                          f"selected member's {manifest['selected_checkpoint']}; re-run its train command to finish it")
-    try:
-        data = load_training_data(run.config.data, run.config.sampler, run.config.seed)
-    except InputError as e:
-        raise InputError(f"{e} (the data of the run {run_dir}, as recorded in its {RUN_INFO})") from e
+    data = run.data()
     member = manifest["selected_seed"]
     return write_run_report(run_dir, data, member_outputs(run, member, data.val_vocalisations),
                             member_outputs(run, member, data.test_vocalisations), out)

@@ -11,12 +11,13 @@ import pathlib
 import jax
 from flax import nnx
 
+from ouroboros_jax.data import TrainingData, load_training_data
 from ouroboros_jax.errors import InputError
 from ouroboros_jax.model.ouroboros import Ouroboros
 from ouroboros_jax.training.checkpoints import Checkpoints, DamagedCheckpoint, completed_epochs
 from ouroboros_jax.training.config import RunConfig
 from ouroboros_jax.training.records import read_checkpoint_meta
-from ouroboros_jax.training.run_dir import MANIFEST, checkpoints_dir, read_run_info
+from ouroboros_jax.training.run_dir import MANIFEST, RUN_INFO, checkpoints_dir, read_run_info
 from ouroboros_jax.training.setup import Setup
 from ouroboros_jax.training.step import TrainState, scored_params
 
@@ -60,6 +61,17 @@ class TrainedRun:
             if selected in self.seed_ids:
                 return selected
         return self.seed_ids[0]
+
+    def data(self) -> TrainingData:
+        """The run's data, read again as its run.json records them (files, splits, windows).
+
+        Raises:
+          InputError: the data are missing or refused now, naming the run.
+        """
+        try:
+            return load_training_data(self.config.data, self.config.sampler, self.config.seed)
+        except InputError as e:
+            raise InputError(f"{e} (the data of the run {self.run_dir}, as recorded in its {RUN_INFO})") from e
 
     def model(self, seed_id: int) -> Ouroboros:
         """The `Ouroboros` of seed `seed_id` at this checkpoint."""
